@@ -1,0 +1,89 @@
+"""Small helpers for running the samplers under torch.distributed.
+
+All helpers fall back to single-process behaviour when no process group is
+initialised, so the same code runs in tests, on one CPU and under torchrun.
+
+Example
+-------
+>>> import numpy as np
+>>> rank(), world_size()
+(0, 1)
+>>> parts = all_gather_pairs(np.array([3, 1]), np.array([0.5, 2.0]))
+>>> [(i.tolist(), v.tolist()) for i, v in parts]
+[([3, 1], [0.5, 2.0])]
+"""
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+__all__ = ["is_distributed", "rank", "world_size", "all_gather_pairs"]
+
+
+def is_distributed():
+    """Whether a torch.distributed process group is up."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank():
+    """Global rank of this process (0 without a process group)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size():
+    """Number of processes (1 without a process group)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def _collective_device():
+    # NCCL only moves CUDA tensors; gloo and the others take CPU tensors.
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_gather_pairs(indices, values):
+    """Collect ``(indices, values)`` from every rank, in rank order.
+
+    Ranks may contribute different numbers of pairs: the counts are gathered
+    first, every rank pads to the largest count, and the padding is cut off
+    again. Indices travel as float64, exact for indices below 2**53.
+
+    Arguments
+    ---------
+    indices : array_like of int
+        This rank's example indices.
+    values : array_like of float
+        One value per index (NaN allowed).
+
+    Returns
+    -------
+    list of (numpy.ndarray, numpy.ndarray)
+        One ``(int64 indices, float64 values)`` pair per rank, rank 0 first.
+        Every rank receives the same list.
+    """
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if indices.shape != values.shape:
+        raise ValueError(
+            f"all_gather_pairs: {indices.shape[0]} indices but {values.shape[0]} values"
+        )
+    if not is_distributed():
+        return [(indices, values)]
+    device = _collective_device()
+    world = dist.get_world_size()
+    count = torch.tensor([indices.shape[0]], dtype=torch.int64, device=device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    counts = [int(c.item()) for c in counts]
+    longest = max(counts)
+    packed = torch.zeros((longest, 2), dtype=torch.float64, device=device)
+    packed[: indices.shape[0], 0] = torch.from_numpy(indices.astype(np.float64))
+    packed[: indices.shape[0], 1] = torch.from_numpy(values)
+    gathered = [torch.empty_like(packed) for _ in range(world)]
+    dist.all_gather(gathered, packed)
+    result = []
+    for n, block in zip(counts, gathered, strict=True):
+        block = block[:n].cpu().numpy()
+        result.append((block[:, 0].astype(np.int64), block[:, 1].copy()))
+    return result

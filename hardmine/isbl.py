@@ -1,0 +1,534 @@
+"""ISBL: a live batch sampler that draws hard examples more often.
+
+Within pool ``C_k`` example ``x_i`` is drawn with probability
+
+    P(x_i | C_k, t) = (L_i ** alpha + eps) / sum_{j in C_k} (L_j ** alpha + eps)
+
+where ``L_i`` is the loss of ``x_i`` at its most recent forward pass (1.0
+before the first one). The pool itself is drawn from a fixed pool mix.
+Scores live in a :class:`~hardmine.loss_table.LossPowerTable`, so updating and
+drawing a batch costs O(B log N) whatever the dataset size.
+
+Example
+-------
+>>> import numpy as np
+>>> from speechbrain.dataio.dataset import DynamicItemDataset
+>>> data = {f"utt{i}": {"word": "yes" if i < 2 else "no"} for i in range(4)}
+>>> dataset = DynamicItemDataset(data)
+>>> sampler = ISBLSampler(dataset, batch_size=2, pool_field="word", seed=0)
+>>> len(sampler), sampler.pool_names
+(2, ['no', 'yes'])
+>>> sampler.set_epoch(1)
+>>> batches = list(sampler)
+>>> [len(b) for b in batches]
+[2, 2]
+>>> sampler.observe(["utt0", "utt3"], np.array([9.0, 0.0]))
+>>> round(float(sampler.draw_probabilities()[0]), 3)
+0.419
+"""
+
+import hashlib
+import json
+import math
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+
+from hardmine.distributed import all_gather_pairs, rank, world_size
+from hardmine.loss_table import LossPowerTable
+from hardmine.validation import ConfigError, check_int, check_number
+
+__all__ = ["ISBLSampler"]
+
+_FORMAT = 1
+
+
+def _ids_checksum(ids):
+    digest = hashlib.sha1()
+    for name in ids:
+        digest.update(str(name).encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _to_numpy(losses):
+    if isinstance(losses, torch.Tensor):
+        return losses.detach().to("cpu", torch.float64).numpy().reshape(-1)
+    return np.asarray(losses, dtype=np.float64).reshape(-1)
+
+
+@register_checkpoint_hooks
+class ISBLSampler(torch.utils.data.Sampler):
+    """Batch sampler drawing examples by loss power within pools (ISBL).
+
+    Give it to a DataLoader as ``batch_sampler``; it yields lists of dataset
+    indices. Draws are with replacement, so an epoch is a number of draws,
+    not a pass over the data.
+
+    **Pools.** ``pool_field`` names a column of the dataset's CSV. With
+    ``pools=None`` each distinct value of the column is a pool; ``pools`` maps a
+    pool name to the list of column values it gathers, e.g. ``{"targets":
+    ["yes", "no"], "negatives": ["_unknown_", "_silence_"]}``. Without
+    ``pool_field`` the whole dataset is one pool.
+
+    **Pool mix.** Each draw first picks a pool, independently:
+    ``"natural"`` (default) in proportion to the pool sizes, so the pools keep
+    their share of the data and only the choice inside a pool is
+    loss-driven; ``"uniform"`` gives every pool the same share; a number
+    ``beta`` gives pool ``k`` the share ``size_k ** beta / sum(size ** beta)``
+    (1 = natural, 0 = uniform, in between softens the imbalance); a mapping
+    ``{pool: weight}`` (every pool listed, weights >= 0, normalised) fixes the
+    shares.
+
+    **Live draws.** Each batch is drawn when the DataLoader asks for it, from
+    the losses known at that moment. The DataLoader asks ahead: with
+    ``num_workers = W`` and ``prefetch_factor = F`` up to ``W * F`` batches are
+    drawn before the batch in training, so a draw may miss the losses of
+    the last ``W * F`` batches at most (none with ``num_workers = 0``).
+
+    **Distributed training.** The sampler does its own sharding
+    (``handles_distributed = True``; never wrap it in SpeechBrain's
+    DistributedSamplerWrapper, which would freeze the draws once per epoch).
+    Every rank draws the same global batch of ``batch_size * world_size``
+    examples from the same random stream and keeps the slots
+    ``[rank::world_size]``. :meth:`observe` gathers the losses of all ranks
+    and applies them in rank order, so all ranks keep identical tables.
+
+    **Randomness and resuming.** Batch ``b`` of epoch ``e`` is drawn from a
+    generator seeded with ``(seed, e, b)``, so the random stream is fully
+    described by seed, epoch and position. A checkpoint stores the table, the
+    draw counts and those three numbers. SpeechBrain's data loader resumes
+    by pulling and discarding as many batches as were trained on; after a
+    mid-epoch load at position ``P`` the sampler answers these ``P`` pulls with
+    cheap placeholder batches and then continues live from batch ``P``. With
+    ``num_workers = 0`` and the same losses, a resumed run yields exactly the
+    batches of an uninterrupted one. (With workers, the torch loader fetches
+    its first ``W * F`` batches before SpeechBrain fast-forwards, so those
+    are placeholders: valid indices, not loss-driven.) The position is the
+    number of :meth:`observe` calls in the epoch, i.e. batches trained on,
+    or the number of batches handed out when :meth:`observe` is not used.
+
+    Arguments
+    ---------
+    dataset : speechbrain.dataio.dataset.DynamicItemDataset
+        Training set. Sampler index ``i`` is ``dataset.data_ids[i]``; pool
+        columns are read from ``dataset.data``.
+    batch_size : int
+        Examples per batch on each rank.
+    pool_field : str, optional
+        CSV column defining the pools.
+    pools : dict, optional
+        Pool name -> list of column values.
+    pool_mix : str, float or dict
+        How often each pool is drawn (see above).
+    alpha : float
+        Loss power (>= 0).
+    eps : float
+        Weight floor (> 0).
+    transform : str
+        ``"identity"``, ``"db_to_power"`` or ``"exp"``: how a loss becomes a
+        score (see :class:`~hardmine.loss_table.LossPowerTable`).
+    momentum : float, optional
+        Moving-average factor for the scores; None keeps the latest loss.
+    epoch_length : int, optional
+        Draws per epoch over all ranks (default: dataset size).
+    seed : int
+        Seed of the random stream (>= 0).
+
+    Example
+    -------
+    >>> from speechbrain.dataio.dataset import DynamicItemDataset
+    >>> data = {f"u{i}": {"lab": ["a", "b", "c"][i % 3]} for i in range(30)}
+    >>> sampler = ISBLSampler(
+    ...     DynamicItemDataset(data), batch_size=4, pool_field="lab",
+    ...     pools={"ab": ["a", "b"], "c": ["c"]}, pool_mix="uniform",
+    ... )
+    >>> sampler.pool_names, sampler.pool_mix_probs.tolist(), len(sampler)
+    (['ab', 'c'], [0.5, 0.5], 8)
+    >>> batch = next(iter(sampler))
+    >>> sampler.observe([sampler.ids[i] for i in batch], [2.0, 0.5, 1.0, 3.0])
+    >>> sampler.stats()["n_quarantined"]
+    0
+    """
+
+    handles_distributed = True
+
+    def __init__(
+        self,
+        dataset,
+        batch_size,
+        pool_field=None,
+        pools=None,
+        pool_mix="natural",
+        alpha=0.75,
+        eps=1e-6,
+        transform="identity",
+        momentum=None,
+        epoch_length=None,
+        seed=1234,
+    ):
+        super().__init__()
+        if not hasattr(dataset, "data_ids"):
+            raise TypeError(
+                "ISBLSampler needs a SpeechBrain DynamicItemDataset "
+                f"(with data_ids), got {type(dataset).__name__}"
+            )
+        self.ids = [str(name) for name in dataset.data_ids]
+        if not self.ids:
+            raise ConfigError("dataset", "the training set is empty")
+        self._index_of = {name: i for i, name in enumerate(self.ids)}
+        if len(self._index_of) != len(self.ids):
+            raise ConfigError("dataset", "example ids are not unique")
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        if epoch_length is None:
+            epoch_length = len(self.ids)
+        self.epoch_length = check_int("epoch_length", epoch_length, minimum=1)
+        self.seed = check_int("seed", seed, minimum=0)
+
+        pool_of, self.pool_names = self._resolve_pools(dataset, pool_field, pools)
+        self.pool_field = pool_field
+        self.table = LossPowerTable(
+            pool_of,
+            alpha=alpha,
+            eps=eps,
+            transform=transform,
+            momentum=momentum,
+            ids=self.ids,
+        )
+        self.pool_mix_probs = self._resolve_mix(pool_mix, self.table.pool_sizes)
+        self._mix_cdf = np.cumsum(self.pool_mix_probs)
+        last_used = int(np.flatnonzero(self.pool_mix_probs > 0)[-1])
+        self._mix_cdf[last_used:] = 1.0
+
+        self._draw_counts = np.zeros(len(self.ids), dtype=np.int64)
+        self.epoch = 0
+        self._position = 0
+        self._consumed = 0
+        self._resume_skip = 0
+
+    # ----------------------------------------------------------- config
+    def _resolve_pools(self, dataset, pool_field, pools):
+        if pool_field is None:
+            if pools is not None:
+                raise ConfigError("pools", "given without pool_field")
+            return np.zeros(len(self.ids), dtype=np.int64), ["all"]
+        if not isinstance(pool_field, str) or not pool_field:
+            raise ConfigError(
+                "pool_field", f"must be a column name, got {pool_field!r}"
+            )
+        data = getattr(dataset, "data", None)
+        if data is None:
+            raise ConfigError("pool_field", "the dataset has no CSV fields to read")
+        values = []
+        for name in self.ids:
+            row = data[name]
+            if pool_field not in row:
+                columns = ", ".join(sorted(map(str, row)))
+                raise ConfigError(
+                    "pool_field",
+                    f"column {pool_field!r} missing for example {name!r} "
+                    f"(columns: {columns})",
+                )
+            values.append(str(row[pool_field]))
+
+        if pools is None:
+            names = sorted(set(values))
+            lookup = {value: k for k, value in enumerate(names)}
+            return np.array([lookup[v] for v in values], dtype=np.int64), names
+
+        if not isinstance(pools, Mapping) or not pools:
+            raise ConfigError(
+                "pools", f"must map pool names to value lists, got {pools!r}"
+            )
+        names = [str(name) for name in pools]
+        lookup = {}
+        for k, (name, members) in enumerate(pools.items()):
+            if isinstance(members, (str, numbers.Number)):
+                members = [members]
+            if not isinstance(members, (list, tuple)) or not members:
+                raise ConfigError(
+                    "pools", f"pool {name!r} must list column values, got {members!r}"
+                )
+            for value in members:
+                value = str(value)
+                if value in lookup:
+                    raise ConfigError(
+                        "pools",
+                        f"value {value!r} is in both pool {names[lookup[value]]!r} "
+                        f"and pool {name!r}",
+                    )
+                lookup[value] = k
+        pool_of = np.empty(len(values), dtype=np.int64)
+        for i, value in enumerate(values):
+            if value not in lookup:
+                raise ConfigError(
+                    "pools",
+                    f"value {value!r} of column {pool_field!r} (example "
+                    f"{self.ids[i]!r}) is in no pool",
+                )
+            pool_of[i] = lookup[value]
+        counts = np.bincount(pool_of, minlength=len(names))
+        for k, name in enumerate(names):
+            if counts[k] == 0:
+                raise ConfigError("pools", f"pool {name!r} has no examples")
+        return pool_of, names
+
+    def _resolve_mix(self, pool_mix, sizes):
+        sizes = sizes.astype(np.float64)
+        if isinstance(pool_mix, str):
+            if pool_mix == "natural":
+                weights = sizes
+            elif pool_mix == "uniform":
+                weights = np.ones_like(sizes)
+            else:
+                raise ConfigError(
+                    "pool_mix",
+                    "must be 'natural', 'uniform', a number or a mapping "
+                    f"pool -> weight, got {pool_mix!r}",
+                )
+        elif isinstance(pool_mix, Mapping):
+            unknown = [k for k in pool_mix if str(k) not in self.pool_names]
+            if unknown:
+                raise ConfigError(
+                    "pool_mix",
+                    f"unknown pool {unknown[0]!r} (pools: {', '.join(self.pool_names)})",
+                )
+            given = {str(k): v for k, v in pool_mix.items()}
+            missing = [name for name in self.pool_names if name not in given]
+            if missing:
+                raise ConfigError("pool_mix", f"no weight for pool {missing[0]!r}")
+            weights = np.array(
+                [
+                    check_number(f"pool_mix.{name}", given[name], minimum=0.0)
+                    for name in self.pool_names
+                ]
+            )
+            if not np.all(np.isfinite(weights)) or weights.sum() <= 0:
+                raise ConfigError("pool_mix", "weights must be finite and not all 0")
+        elif isinstance(pool_mix, numbers.Real) and not isinstance(pool_mix, bool):
+            beta = check_number("pool_mix", pool_mix)
+            if not math.isfinite(beta):
+                raise ConfigError("pool_mix", f"power must be finite, got {beta}")
+            weights = sizes**beta
+        else:
+            raise ConfigError(
+                "pool_mix",
+                "must be 'natural', 'uniform', a number or a mapping "
+                f"pool -> weight, got {pool_mix!r}",
+            )
+        return weights / weights.sum()
+
+    # ----------------------------------------------------------- epochs
+    def __len__(self):
+        """Batches per epoch on each rank."""
+        return math.ceil(self.epoch_length / (self.batch_size * world_size()))
+
+    def set_epoch(self, epoch):
+        """Start epoch ``epoch``; the restored epoch keeps its resume point."""
+        epoch = check_int("epoch", epoch, minimum=0)
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._position = 0
+            self._consumed = 0
+            self._resume_skip = 0
+
+    def _generator(self, batch):
+        seq = np.random.SeedSequence([self.seed, self.epoch, batch])
+        return np.random.Generator(np.random.PCG64(seq))
+
+    def draw_global_batch(self, batch, world=None):
+        """Draw global batch number ``batch`` of the current epoch.
+
+        Pure function of the table, seed, epoch and ``batch``; it updates no
+        counters. Returns ``batch_size * world`` example indices.
+        """
+        world = world_size() if world is None else world
+        rng = self._generator(batch)
+        n = self.batch_size * world
+        if len(self.pool_names) == 1:
+            pool_ids = np.zeros(n, dtype=np.int64)
+        else:
+            pool_ids = np.searchsorted(self._mix_cdf, rng.random(n), side="right")
+        return self.table.draw(pool_ids, rng)
+
+    def __iter__(self):
+        world, me = world_size(), rank()
+        n_batches = len(self)
+        skip = min(self._resume_skip, n_batches)
+        self._resume_skip = 0
+        self._position = skip
+        self._consumed = skip
+        size = len(self.ids)
+        placeholder = [i % size for i in range(self.batch_size)]
+        for _ in range(skip):
+            yield list(placeholder)
+        for batch in range(skip, n_batches):
+            drawn = self.draw_global_batch(batch, world)
+            np.add.at(self._draw_counts, drawn, 1)
+            self._position = batch + 1
+            yield drawn[me::world].tolist()
+
+    # ---------------------------------------------------------- updates
+    def observe(self, ids, losses):
+        """Record the losses of a trained batch (collective under DDP).
+
+        Arguments
+        ---------
+        ids : list of str
+            Example ids of this rank's batch (``batch.id``).
+        losses : torch.Tensor or array_like
+            Per-example losses, NaN for broken examples.
+        """
+        losses = _to_numpy(losses)
+        ids = list(ids)
+        if len(ids) != losses.shape[0]:
+            raise ValueError(f"observe: {len(ids)} ids but {losses.shape[0]} losses")
+        try:
+            indices = np.fromiter(
+                (self._index_of[str(name)] for name in ids),
+                dtype=np.int64,
+                count=len(ids),
+            )
+        except KeyError as err:
+            raise ValueError(
+                f"observe: example id {err.args[0]!r} is not in the training set"
+            ) from None
+        parts = all_gather_pairs(indices, losses)
+        all_indices = np.concatenate([p[0] for p in parts])
+        all_losses = np.concatenate([p[1] for p in parts])
+        self.table.observe_indices(all_indices, all_losses)
+        self._consumed += 1
+
+    # -------------------------------------------------------- reporting
+    @property
+    def draw_counts(self):
+        """Times each example was drawn into a global batch (read-only)."""
+        view = self._draw_counts.view()
+        view.flags.writeable = False
+        return view
+
+    def draw_probabilities(self):
+        """Probability of each example for one draw, over the whole dataset."""
+        probs = np.empty(len(self.ids), dtype=np.float64)
+        for k, share in enumerate(self.pool_mix_probs):
+            probs[self.table.members(k)] = share * self.table.probabilities(k)
+        return probs
+
+    def stats(self):
+        """Summary of the current draw distribution, for the training log.
+
+        Returns
+        -------
+        dict
+            ``draw_entropy`` (entropy / log N, 1 = uniform), ``draw_ess`` (effective
+            sample size ``1 / sum p^2``), ``draw_ess_frac`` (``draw_ess / N``),
+            ``max_prob_ratio`` (largest probability times N), ``coverage``
+            (share of examples drawn at least once), ``mean_score`` and
+            ``n_quarantined``.
+        """
+        probs = self.draw_probabilities()
+        size = probs.shape[0]
+        nonzero = probs[probs > 0]
+        entropy = float(-(nonzero * np.log(nonzero)).sum())
+        ess = float(1.0 / np.square(probs).sum())
+        return {
+            "draw_entropy": entropy / math.log(size) if size > 1 else 1.0,
+            "draw_ess": ess,
+            "draw_ess_frac": ess / size,
+            "max_prob_ratio": float(probs.max() * size),
+            "coverage": float(np.count_nonzero(self._draw_counts) / size),
+            "mean_score": float(self.table.scores.mean()),
+            "n_quarantined": int(self.table.n_quarantined),
+        }
+
+    def hardest(self, k=10):
+        """The ``k`` examples with the highest latest score, hardest first.
+
+        Returns
+        -------
+        list of dict
+            Keys ``id``, ``index``, ``pool``, ``score``, ``prob`` (chance per
+            draw), ``draws``.
+        """
+        k = max(0, min(int(k), len(self.ids)))
+        if k == 0:
+            return []
+        scores = np.asarray(self.table.scores)
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.lexsort((top, -scores[top]))]
+        probs = self.draw_probabilities()
+        return [
+            {
+                "id": self.ids[i],
+                "index": int(i),
+                "pool": self.pool_names[int(self.table.pool_of[i])],
+                "score": float(scores[i]),
+                "prob": float(probs[i]),
+                "draws": int(self._draw_counts[i]),
+            }
+            for i in top
+        ]
+
+    # ------------------------------------------------------ checkpoints
+    @mark_as_saver
+    def _save(self, path):
+        table = self.table.state_dict()
+        meta = {
+            "format": _FORMAT,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "position": self._consumed if self._consumed else self._position,
+            "n_observations": table["n_observations"],
+            "size": table["size"],
+            "pool_checksum": table["pool_checksum"],
+            "ids_checksum": _ids_checksum(self.ids),
+        }
+        with open(path, "wb") as handle:
+            np.savez(
+                handle,
+                meta=np.array(json.dumps(meta)),
+                scores=table["scores"],
+                quarantined=table["quarantined"],
+                draw_counts=self._draw_counts,
+            )
+
+    @mark_as_loader
+    def _load(self, path, end_of_epoch):
+        with np.load(path, allow_pickle=False) as saved:
+            meta = json.loads(str(saved["meta"]))
+            scores = saved["scores"]
+            quarantined = saved["quarantined"]
+            draw_counts = saved["draw_counts"]
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"{path}: unknown sampler checkpoint format")
+        if meta["ids_checksum"] != _ids_checksum(self.ids):
+            raise ValueError(
+                f"{path}: saved for a different training set "
+                f"({meta['size']} examples, this one has {len(self.ids)})"
+            )
+        try:
+            self.table.load_state_dict(
+                {
+                    "scores": scores,
+                    "quarantined": quarantined,
+                    "n_observations": meta["n_observations"],
+                    "size": meta["size"],
+                    "pool_checksum": meta["pool_checksum"],
+                }
+            )
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        self._draw_counts[:] = draw_counts
+        self.seed = int(meta["seed"])
+        self.epoch = int(meta["epoch"])
+        position = 0 if end_of_epoch else int(meta["position"])
+        self._position = position
+        self._consumed = position
+        self._resume_skip = position
