@@ -1,0 +1,378 @@
+"""HardMiningBrain: SpeechBrain's Brain with a per-example loss pipeline.
+
+A recipe's ``compute_objectives`` returns one loss per example (shape [B]).
+In the training stage HardMiningBrain turns them into the scalar to
+backpropagate, inside SpeechBrain's own ``fit_batch`` (AMP and GradScaler,
+gradient accumulation, gradient clipping, ``on_fit_batch_*`` hooks and
+``optimizers_step`` all keep working):
+
+1. the losses, with ``NaN`` for examples whose audio is broken, go to the live
+   sampler (``mining_sampler``) so the next draws see them;
+2. examples whose data pipeline reported an ``audio_problem`` leave the batch
+   (each named once in the log and counted);
+3. a non-finite loss skips the batch (``loss_limit``);
+4. ``threshold_filter`` drops the examples that are already easy; if none are
+   left the batch is skipped as "all easy";
+5. ``reweighting`` turns the remaining losses into ``sum_i p_i L_i``;
+6. a final loss ``>= loss_upper_lim`` skips the batch.
+
+A skipped batch gets no backward pass through the model and no optimizer
+step: parameters and optimizer state stay bitwise unchanged. With every
+feature off the result equals plain ``sb.Brain`` with a mean loss.
+
+In the validation and test stages the per-example losses of usable examples
+are averaged.
+
+The optional hparams keys read are ``loss_limit``, ``threshold_filter``,
+``reweighting`` and ``mining_sampler`` (a factory called with the training
+dataset; its result becomes the loader's ``batch_sampler``). The shared YAML
+fragments in the project's ``hparams/`` folder build each of them.
+"""
+
+import json
+import logging
+import os
+
+import speechbrain as sb
+import torch
+
+from hardmine import reduce
+from hardmine.loss_limit import LossLimit
+from hardmine.reweighting import SoftmaxReweighting, effective_sample_size
+from hardmine.threshold import ThresholdFilter
+from hardmine.validation import ConfigError
+
+__all__ = ["HardMiningBrain", "AUDIO_PROBLEM_FIELD"]
+
+logger = logging.getLogger(__name__)
+
+#: Batch field in which a data pipeline reports broken audio ("" when fine).
+AUDIO_PROBLEM_FIELD = "audio_problem"
+
+SKIP_REASONS = ("nonfinite", "loss_limit", "all_easy", "all_bad_audio")
+
+_POLICIES = {
+    "loss_limit": LossLimit,
+    "threshold_filter": ThresholdFilter,
+    "reweighting": SoftmaxReweighting,
+}
+
+
+class HardMiningBrain(sb.Brain):
+    """A ``Brain`` whose training loss comes from per-example losses.
+
+    Subclasses implement ``compute_forward`` and a ``compute_objectives``
+    returning one loss per example. Mining statistics of the last training
+    epoch are in ``self.mining_stats`` when the subclass's ``on_stage_end``
+    runs for the TRAIN stage, ready to be logged with the train stats.
+
+    Example
+    -------
+    >>> import torch
+    >>> class Regressor(HardMiningBrain):
+    ...     def compute_forward(self, batch, stage):
+    ...         return self.modules.model(batch[0])
+    ...     def compute_objectives(self, predictions, batch, stage):
+    ...         return ((predictions - batch[1]) ** 2).mean(dim=1)  # one loss per example
+    >>> brain = Regressor(
+    ...     modules={"model": torch.nn.Linear(4, 1)},
+    ...     opt_class=lambda params: torch.optim.SGD(params, lr=0.1),
+    ...     hparams={"threshold_filter": ThresholdFilter(threshold=0.01),
+    ...              "reweighting": SoftmaxReweighting("robust", temperature=1.0)},
+    ...     run_opts={"device": "cpu"},
+    ... )
+    >>> data = [(torch.randn(8, 4), torch.randn(8, 1))] * 3
+    >>> brain.fit(range(1), data, train_loader_kwargs={"batch_size": None})
+    >>> sorted(brain.mining_stats)[:3]
+    ['batches', 'batches_skipped', 'examples']
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_limit = self._policy("loss_limit") or LossLimit()
+        self.threshold_filter = self._policy("threshold_filter") or ThresholdFilter(
+            None
+        )
+        self.reweighting = self._policy("reweighting") or SoftmaxReweighting("uniform")
+        self.sampler_factory = getattr(self.hparams, "mining_sampler", None)
+        if self.sampler_factory is not None and not callable(self.sampler_factory):
+            raise ConfigError(
+                "mining_sampler",
+                "must be a sampler factory (a !name: entry such as hparams/isbl.yaml)",
+            )
+        self.live_sampler = None
+        self.mining_stats = {}
+        self.current_epoch = 1
+        self._reported_bad = set()
+        self._reset_counters()
+        self._skip_reason = None
+        self._usable_since_step = False
+        controller = self.reweighting.controller
+        if controller is not None and self.checkpointer is not None:
+            self.checkpointer.add_recoverable("capacity_controller", controller)
+        # The recipe's hooks are wrapped so that it needs no super() calls.
+        self._recipe_objectives = self.compute_objectives
+        self.compute_objectives = self._mined_objectives
+        self._recipe_on_stage_start = self.on_stage_start
+        self.on_stage_start = self._mining_on_stage_start
+        self._recipe_on_stage_end = self.on_stage_end
+        self.on_stage_end = self._mining_on_stage_end
+
+    def _policy(self, key):
+        obj = getattr(self.hparams, key, None)
+        if obj is not None and not isinstance(obj, _POLICIES[key]):
+            raise ConfigError(
+                key, f"must be a {_POLICIES[key].__name__} (see hparams/), got {obj!r}"
+            )
+        return obj
+
+    @property
+    def per_example_features(self):
+        """Names of the switched-on features that need one loss per example."""
+        names = []
+        if self.threshold_filter.active:
+            names.append("threshold_filter")
+        if self.reweighting.active:
+            names.append("reweighting")
+        if self.sampler_factory is not None:
+            names.append("mining_sampler")
+        return names
+
+    # ------------------------------------------------------------------ data
+    def make_dataloader(
+        self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
+    ):
+        """Build loaders; the training one draws from the mining sampler if set."""
+        if stage == sb.Stage.TRAIN and self.sampler_factory is not None:
+            sampler = self.sampler_factory(dataset)
+            for key in ("batch_size", "shuffle", "sampler", "drop_last"):
+                loader_kwargs.pop(key, None)
+            loader_kwargs["batch_sampler"] = sampler
+            self.live_sampler = sampler
+            if (
+                self.checkpointer is not None
+                and "mining_sampler" not in self.checkpointer.recoverables
+            ):
+                self.checkpointer.add_recoverable("mining_sampler", sampler)
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+
+    def _train_loader_specifics(self, dataset, loader_kwargs):
+        # A live sampler shards by rank itself; SpeechBrain's wrapper would
+        # materialise a whole epoch up front and freeze it.
+        given = loader_kwargs.get("batch_sampler") or loader_kwargs.get("sampler")
+        if getattr(given, "handles_distributed", False):
+            self.train_sampler = given
+            return loader_kwargs
+        return super()._train_loader_specifics(dataset, loader_kwargs)
+
+    # -------------------------------------------------------------- training
+    def fit_batch(self, batch):
+        """SpeechBrain's ``fit_batch``; a skipped batch reports a NaN loss.
+
+        A NaN return keeps skipped batches out of the running train loss.
+        """
+        self._skip_reason = None
+        loss = super().fit_batch(batch)
+        if self._skip_reason is not None:
+            return torch.tensor(float("nan"))
+        return loss
+
+    def optimizers_step(self):
+        """Step only if a usable batch contributed gradients since the last step."""
+        if not self._usable_since_step:
+            self.zero_grad(set_to_none=True)
+            return
+        self._usable_since_step = False
+        super().optimizers_step()
+
+    def _mined_objectives(self, predictions, batch, stage):
+        losses = self._recipe_objectives(predictions, batch, stage)
+        if not isinstance(losses, torch.Tensor):
+            raise TypeError(
+                f"{type(self).__name__}.compute_objectives must return a tensor, got "
+                f"{type(losses).__name__}"
+            )
+        if losses.dim() == 0:
+            if self.per_example_features:
+                raise ValueError(
+                    f"{type(self).__name__}.compute_objectives returned a scalar loss, "
+                    f"but {', '.join(self.per_example_features)} need one loss per "
+                    "example (shape [B])"
+                )
+            losses = losses.reshape(1)
+        elif losses.dim() != 1:
+            raise ValueError(
+                f"{type(self).__name__}.compute_objectives must return one loss per "
+                f"example (shape [B]), got shape {tuple(losses.shape)}"
+            )
+        bad = self._bad_audio_mask(batch, losses, stage)
+        if stage != sb.Stage.TRAIN:
+            if not bad.any():
+                return losses.mean()
+            if bad.all():
+                return torch.tensor(float("nan"), device=losses.device)
+            return losses[~bad].mean()
+        return self._training_loss(losses, batch, bad)
+
+    def _bad_audio_mask(self, batch, losses, stage):
+        problems = getattr(batch, AUDIO_PROBLEM_FIELD, None)
+        if problems is None:
+            return torch.zeros_like(losses, dtype=torch.bool)
+        ids = self._ids(batch, losses.numel())
+        flags = []
+        for uid, problem in zip(ids, problems):
+            flags.append(bool(problem))
+            if problem and uid not in self._reported_bad:
+                self._reported_bad.add(uid)
+                logger.warning(
+                    "Broken audio in example %s (%s): it is left out of the %s loss",
+                    uid,
+                    problem,
+                    stage.name.lower(),
+                )
+        if stage == sb.Stage.TRAIN:
+            self._count["examples_bad_audio"] += sum(flags)
+        return torch.tensor(flags, dtype=torch.bool, device=losses.device)
+
+    @staticmethod
+    def _ids(batch, n):
+        ids = getattr(batch, "id", None)
+        return list(ids) if ids is not None else [f"#{i}" for i in range(n)]
+
+    def _training_loss(self, losses, batch, bad):
+        count = self._count
+        count["batches"] += 1
+        count["examples"] += losses.numel()
+        detached = losses.detach().float()
+        if self.live_sampler is not None:
+            feedback = detached.masked_fill(bad, float("nan"))
+            self.live_sampler.observe(self._ids(batch, losses.numel()), feedback)
+
+        nonfinite = ~torch.isfinite(detached) & ~bad
+        keep = ~bad
+        reason = None
+        if nonfinite.any():
+            ids = self._ids(batch, losses.numel())
+            named = [ids[i] for i in torch.nonzero(nonfinite).flatten().tolist()]
+            logger.warning(
+                "Non-finite loss for %s: skipping the batch", ", ".join(named)
+            )
+            reason = "nonfinite"
+        elif not keep.any():
+            reason = "all_bad_audio"
+        else:
+            easy = keep & ~self.threshold_filter.keep(detached)
+            count["examples_filtered"] += int(easy.sum())
+            keep = keep & ~easy
+            if not keep.any():
+                reason = "all_easy"
+
+        loss = None
+        if reason is None:
+            kept = losses if bool(keep.all()) else losses[keep]
+            classes = self.reweighting.classes(batch)
+            if classes is not None:
+                classes = [c for c, k in zip(classes, keep.tolist()) if k]
+            loss, weights = self.reweighting.reduce(
+                kept, classes, epoch=self.current_epoch, step=self.optimizer_step
+            )
+            count["ess_sum"] += (
+                kept.numel() if weights is None else effective_sample_size(weights)
+            )
+            count["ess_batches"] += 1
+            if self.loss_limit.exceeded(loss.detach()):
+                logger.warning(
+                    "Batch loss %.4g is not below loss_upper_lim=%g: skipping the batch",
+                    float(loss.detach()),
+                    self.loss_limit.loss_upper_lim,
+                )
+                reason = "loss_limit"
+
+        # Under DDP every rank must take the same decision, or the gradient
+        # all-reduce of the ranks that do step would wait for ever.
+        if reduce.any_over_ranks(reason is not None) and reason is None:
+            reason = "other_rank"
+        if reason is not None:
+            return self._skip(reason, losses)
+        self.loss_limit.record(skipped=False)
+        self._usable_since_step = True
+        return loss
+
+    def _skip(self, reason, losses):
+        self._skip_reason = reason
+        self._count["skipped_" + reason] += 1
+        if reason != "all_easy":
+            self.loss_limit.record(skipped=True)
+        # A leaf with no path to the parameters: backward() touches nothing.
+        return torch.zeros((), device=losses.device, requires_grad=True)
+
+    # ------------------------------------------------------------ statistics
+    def _reset_counters(self):
+        keys = ["batches", "examples", "examples_filtered", "examples_bad_audio"]
+        keys += ["ess_sum", "ess_batches"] + ["skipped_" + r for r in SKIP_REASONS]
+        self._count = dict.fromkeys(keys + ["skipped_other_rank"], 0.0)
+
+    def _mining_on_stage_start(self, stage, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.current_epoch = epoch if epoch is not None else self.current_epoch
+            self._reset_counters()
+            self.loss_limit.consecutive = 0
+        return self._recipe_on_stage_start(stage, epoch)
+
+    def _mining_on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.mining_stats = self._epoch_statistics()
+            self._write_statistics(epoch)
+        return self._recipe_on_stage_end(stage, stage_loss, epoch)
+
+    def _epoch_statistics(self):
+        """This epoch's counters, summed over all ranks."""
+        names = list(self._count)
+        totals = dict(
+            zip(names, reduce.sum_over_ranks([self._count[k] for k in names]))
+        )
+        stats = {
+            "batches": int(totals["batches"]),
+            "examples": int(totals["examples"]),
+            "examples_filtered": int(totals["examples_filtered"]),
+            "examples_bad_audio": int(totals["examples_bad_audio"]),
+        }
+        skipped = {
+            r: int(totals["skipped_" + r]) for r in SKIP_REASONS + ("other_rank",)
+        }
+        stats["batches_skipped"] = sum(skipped.values())
+        stats.update({f"skipped_{r}": n for r, n in skipped.items() if n})
+        if totals["ess_batches"]:
+            stats["weights_ess"] = totals["ess_sum"] / totals["ess_batches"]
+        if self.reweighting.active and self.reweighting.mode in (
+            "robust",
+            "curriculum",
+        ):
+            stats["temperature"] = self.reweighting.temperature(
+                self.current_epoch, self.optimizer_step
+            )
+        if self.reweighting.controller is not None:
+            stats["beta"] = self.reweighting.controller.beta
+            stats["weights_kl"] = self.reweighting.controller.last_kl
+        if self.live_sampler is not None and hasattr(self.live_sampler, "stats"):
+            stats.update(
+                {f"sampler_{k}": v for k, v in self.live_sampler.stats().items()}
+            )
+        return stats
+
+    def _write_statistics(self, epoch):
+        if not sb.utils.distributed.if_main_process():
+            return
+        logger.info("Mining statistics, epoch %s: %s", epoch, self.mining_stats)
+        folder = getattr(self.hparams, "output_folder", None)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+            record = {
+                "epoch": epoch,
+                "optimizer_step": self.optimizer_step,
+                **self.mining_stats,
+            }
+            with open(
+                os.path.join(folder, "mining_stats.jsonl"), "a", encoding="utf-8"
+            ) as f:
+                f.write(json.dumps(record, default=float) + "\n")
