@@ -545,3 +545,59 @@ def test_load_refuses_other_dataset(tmp_path):
     ckpt = checkpointer.find_checkpoint()
     with pytest.raises(ValueError, match="different training set"):
         other._load(ckpt.paramfiles["mining_sampler"], end_of_epoch=False)
+
+
+def read_log(path):
+    rows = []
+    for line in path.read_text().splitlines():
+        epoch, pos, *indices = map(int, line.split())
+        rows.append(((epoch, pos), tuple(indices)))
+    return rows
+
+
+@pytest.mark.slow
+def test_sigkill_and_restart_reproduces_stream(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = REPO / "tests" / "ddp_scripts" / "isbl_resume_run.py"
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+
+    def run(name, log, pause):
+        return subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path / name), str(log), str(pause)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    ref_log = tmp_path / "ref.log"
+    ref = run("ref", ref_log, 0.0)
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    victim = run("ckpt", first_log, 0.2)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if first_log.exists() and len(first_log.read_text().splitlines()) >= 14:
+            break
+        assert victim.poll() is None, victim.stderr.read().decode()[-2000:]
+        time.sleep(0.02)
+    else:
+        pytest.fail("the training run never reached batch 14")
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=30) == -signal.SIGKILL
+    restarted = run("ckpt", second_log, 0.0)
+    assert restarted.wait(timeout=180) == 0, restarted.stderr.read().decode()[-2000:]
+    assert ref.wait(timeout=180) == 0, ref.stderr.read().decode()[-2000:]
+
+    reference = read_log(ref_log)
+    assert len(reference) == 30
+    second = read_log(second_log)
+    resume_at = second[0][0]
+    assert resume_at[0] == 2 and resume_at[1] > 1, resume_at  # mid-epoch resume
+    # Batches logged after the last completed checkpoint are redone.
+    first = [row for row in read_log(first_log) if row[0] < resume_at]
+    assert [r[1] for r in first + second] == [r[1] for r in reference]
+    assert [r[0] for r in first + second] == [r[0] for r in reference]
