@@ -50,7 +50,7 @@ WSJ_SPLITS = ("tr", "cv", "tt")
 LIBRI_SPLITS = ("train", "dev", "test")
 DEFAULT_SIZES = {"tr": 400, "cv": 50, "tt": 100}
 # Bump when the generator changes so cached default sets are rebuilt.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 _MARKER = "hardmine-dataset.json"
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 

@@ -88,13 +88,24 @@ class Speaker:
         Relative period-to-period pitch perturbation (e.g. 0.01 = 1 %).
     name : str
         Speaker code, used in file names.
+    glottal_close : float
+        Closing phase of the glottal pulse as a fraction of the period; short
+        closures give a bright voice, long ones a soft, dark voice.
+    formant_offsets : tuple of float
+        Individual multipliers of F1-F4 on top of ``formant_scale`` (how this
+        speaker realises every vowel).
+    tilt : float
+        First-order spectral tilt of the voice in (-1, 1): positive values
+        brighten it, negative values darken it.
+    consonant_db : float
+        Level of this speaker's consonant noise relative to the vowels, in dB.
 
     Example
     -------
     >>> spk = Speaker(f0=110.0, f0_range=2.0, formant_scale=1.0, rate=4.5,
     ...               breathiness=0.05, jitter=0.01, name="01a")
-    >>> spk.f0
-    110.0
+    >>> spk.f0, spk.formant_offsets
+    (110.0, (1.0, 1.0, 1.0, 1.0))
     """
 
     f0: float
@@ -104,6 +115,10 @@ class Speaker:
     breathiness: float
     jitter: float
     name: str = ""
+    glottal_close: float = 0.16
+    formant_offsets: tuple = (1.0, 1.0, 1.0, 1.0)
+    tilt: float = 0.0
+    consonant_db: float = -11.0
 
 
 def random_speaker(rng, f0=None, name=""):
@@ -123,6 +138,10 @@ def random_speaker(rng, f0=None, name=""):
         breathiness=float(rng.uniform(0.02, 0.15)),
         jitter=float(rng.uniform(0.003, 0.015)),
         name=name,
+        glottal_close=float(rng.uniform(0.06, 0.3)),
+        formant_offsets=tuple(float(v) for v in rng.normal(1.0, 0.06, 4)),
+        tilt=float(rng.uniform(-0.7, 0.7)),
+        consonant_db=float(rng.uniform(-16.0, -6.0)),
     )
 
 
@@ -158,9 +177,9 @@ def _smooth(values, width):
     return (csum[width:] - csum[:-width]) / width
 
 
-def _glottal_pulse(phase):
+def _glottal_pulse(phase, t_close):
     """Rosenberg-style glottal flow for fractional phase in [0, 1)."""
-    t_open, t_close = 0.4, 0.16
+    t_open = 0.4
     flow = np.zeros_like(phase)
     rising = phase < t_open
     flow[rising] = 0.5 * (1.0 - np.cos(np.pi * phase[rising] / t_open))
@@ -192,8 +211,8 @@ def _syllables(rng, n, sr, speaker, pause_prob):
         "onset": np.where(rng.random(k) < 0.7, rng.uniform(0.12, 0.3, k), 0.0),
         "coda": np.where(rng.random(k) < 0.3, rng.uniform(0.08, 0.2, k), 0.0),
         "plosive": rng.random(k) < 0.5,
-        "gain": 10.0 ** (rng.normal(0.0, 3.0, k) / 20.0),
-        "noise_gain": 10.0 ** (rng.uniform(-16.0, -6.0, k) / 20.0),
+        "gain": 10.0 ** (rng.normal(0.0, 2.0, k) / 20.0),
+        "noise_gain": 10.0 ** ((speaker.consonant_db + rng.normal(0.0, 2.0, k)) / 20.0),
         "noise_fc": rng.uniform(1800.0, 6000.0, k),
         "accent": rng.normal(0.0, speaker.f0_range, k),
     }
@@ -242,6 +261,8 @@ def speech_like(
     n = int(round(seconds * sr))
     if n <= 0:
         return np.zeros(0, dtype=np.float32)
+    if isinstance(f0, Speaker):
+        raise TypeError("speech_like: pass the voice as speaker=..., not as f0")
     if speaker is None:
         speaker = random_speaker(rng, f0)
     elif f0 is not None:
@@ -281,8 +302,8 @@ def speech_like(
     jit = 1.0 + speaker.jitter * rng.standard_normal(period[-1] + 2)
     f0_track = f0_track * jit[period]
     phase = np.cumsum(f0_track / sr) % 1.0
-    flow = _glottal_pulse(phase)
-    excitation = np.diff(flow, prepend=flow[0]) * (f0_track / speaker.f0)
+    flow = _glottal_pulse(phase, speaker.glottal_close)
+    excitation = np.diff(flow, prepend=flow[0])
     excitation = excitation / (np.std(excitation) + 1e-12)
     breath = speaker.breathiness * rng.standard_normal(n)
     voiced_exc = (excitation + breath) * v_amp
@@ -302,10 +323,9 @@ def speech_like(
     omega = 2.0 * np.pi * np.arange(nfft // 2 + 1) / nfft
 
     centres = np.clip(frame_starts + hop, 0, n - 1)
-    targets = _VOWELS[syl["vowel"][idx[centres]]] * speaker.formant_scale
-    formants = np.concatenate(
-        [targets, np.full((n_frames, 1), _F4 * speaker.formant_scale)], axis=1
-    )
+    targets = _VOWELS[syl["vowel"][idx[centres]]]
+    formants = np.concatenate([targets, np.full((n_frames, 1), _F4)], axis=1)
+    formants = formants * speaker.formant_scale * np.asarray(speaker.formant_offsets)
     formants = _smooth(formants, 7)
     bandwidths = np.broadcast_to(_BANDWIDTHS, formants.shape)
     keep = formants < 0.47 * sr
@@ -313,6 +333,11 @@ def speech_like(
         np.where(keep, formants, 0.25 * sr) / sr,
         np.where(keep, bandwidths, 0.5 * sr) / sr,
         omega,
+    )
+    # Speaker tilt: a fixed first-order section, normalised at 1 kHz.
+    shelf = 1.0 - speaker.tilt * np.exp(-1j * omega)
+    h_voiced = h_voiced * (
+        shelf / abs(1.0 - speaker.tilt * np.exp(-2j * np.pi * 1000 / sr))
     )
     fc = np.minimum(syl["noise_fc"][idx[centres]], 0.4 * sr)[:, None]
     h_noise = _resonator_response(fc / sr, 0.35 * fc / sr, omega)
