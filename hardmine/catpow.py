@@ -371,14 +371,58 @@ def _resolve_rank(rank, world_size):
     return rank, world_size
 
 
+def alias_table(probs):
+    """Walker's alias table for drawing from ``probs`` in constant time.
+
+    Draw ``x = u * K`` for a uniform ``u`` in ``[0, 1)`` and ``K =
+    len(probs)``; with ``j = floor(x)`` the outcome is ``j`` when ``x - j <
+    keep[j]``, else ``alias[j]``.
+
+    Arguments
+    ---------
+    probs : array_like of float
+        Non-negative weights (normalised here).
+
+    Returns
+    -------
+    keep : numpy.ndarray of float
+    alias : numpy.ndarray of int
+
+    Example
+    -------
+    >>> keep, alias = alias_table([0.5, 0.25, 0.25])
+    >>> exact = np.zeros(3)
+    >>> for j in range(3):
+    ...     exact[j] += keep[j] / 3
+    ...     exact[alias[j]] += (1 - keep[j]) / 3
+    >>> exact.round(12).tolist()
+    [0.5, 0.25, 0.25]
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    size = len(probs)
+    scaled = (probs * (size / probs.sum())).tolist()
+    keep = np.ones(size)
+    alias = np.arange(size, dtype=np.int64)
+    small = [j for j in range(size) if scaled[j] < 1.0]
+    large = [j for j in range(size) if scaled[j] >= 1.0]
+    while small and large:
+        lo, hi = small.pop(), large.pop()
+        keep[lo] = scaled[lo]
+        alias[lo] = hi
+        scaled[hi] += scaled[lo] - 1.0
+        (small if scaled[hi] < 1.0 else large).append(hi)
+    return keep, alias  # leftovers keep themselves (rounding only)
+
+
 def cut_batches(prefix, batch_bins, min_batch_size, max_batch_size):
     """Cut a sequence of draws into batches from the prefix sums of their bins.
 
     A batch starting at draw ``s`` ends before the first draw ``e`` at which
     either its bins ``prefix[e] - prefix[s]`` exceed ``batch_bins`` while it
     holds at least ``min_batch_size`` draws, or it holds ``max_batch_size``
-    draws. The chain of batch starts is followed by pointer doubling, so
-    the cost is ``O(T log(number of batches))`` numpy work.
+    draws. The end of a batch starting at every draw comes from one
+    vectorised search in the prefix sums; only the chain of batch starts is
+    then walked, one step per batch.
 
     Arguments
     ---------
@@ -410,15 +454,12 @@ def cut_batches(prefix, batch_bins, min_batch_size, max_batch_size):
     np.maximum(raw, start + min_batch_size, out=raw)
     if max_batch_size is not None:
         np.minimum(raw, start + max_batch_size, out=raw)
-    jump = np.empty(total + 1, dtype=np.int64)
-    np.minimum(raw, total, out=jump[:-1])
-    jump[-1] = total
-    chain = np.zeros(1, dtype=np.int64)
-    while chain[-1] != total:
-        # chain holds the first 2**k batch starts; jump is next applied 2**k times
-        chain = np.concatenate([chain, jump[chain]])
-        jump = jump[jump]
-    starts = chain[: np.searchsorted(chain, total)]
+    step = raw.item
+    chain, here = [], 0
+    while here < total:
+        chain.append(here)
+        here = step(here)
+    starts = np.array(chain, dtype=np.int64)
     ends = np.minimum(raw[starts], total)
     return starts, ends, bool(raw[starts[-1]] <= total)
 
@@ -693,21 +734,20 @@ class CategoryDatasetPowerSampler:
         self._p_category = within
         self._p_dataset = across
 
-        # Cumulative tables for inverse-CDF draws (last entry exactly 1)
-        self._cum_dataset = np.cumsum(across)
-        self._cum_dataset[-1] = 1.0
+        # Alias tables: P(d), and P(l | d) per dataset (aliases as group numbers)
+        self._keep_dataset, self._alias_dataset = alias_table(across)
         self._group_start = np.searchsorted(self._group_dataset, np.arange(n_datasets))
-        self._group_stop = np.searchsorted(
-            self._group_dataset, np.arange(n_datasets), side="right"
-        )
-        self._cum_within = np.empty(n_groups)
+        self._groups_in = np.bincount(self._group_dataset, minlength=n_datasets)
+        self._keep_within = np.empty(n_groups)
+        self._alias_within = np.empty(n_groups, dtype=np.int64)
         for d in range(n_datasets):
-            lo, hi = self._group_start[d], self._group_stop[d]
-            self._cum_within[lo:hi] = np.cumsum(within[lo:hi])
-            self._cum_within[hi - 1] = 1.0
+            lo = self._group_start[d]
+            hi = lo + self._groups_in[d]
+            keep, alias = alias_table(within[lo:hi])
+            self._keep_within[lo:hi] = keep
+            self._alias_within[lo:hi] = lo + alias
         self._member_offset = np.concatenate([[0], np.cumsum(self._group_size)[:-1]])
         self._small = np.uint16 if n_groups < 2**16 else np.int64
-        self._small_datasets = np.uint16 if n_datasets < 2**16 else np.int64
 
         self._mean_bins = total_bins / len(table)
         self.num_draws = int(self.dataset_scaling_factor * total_bins / self._mean_bins)
@@ -764,26 +804,20 @@ class CategoryDatasetPowerSampler:
         """Per-epoch shuffle and the sequence of groups of all draws."""
         perm = rng.permutation(len(self.table))
         uniform = rng.random((self.num_draws, 2))
-        datasets = np.searchsorted(self._cum_dataset, uniform[:, 0], side="right")
-        groups = np.empty(self.num_draws, dtype=np.int64)
-        if len(self._cum_dataset) == 1:
-            groups[:] = np.searchsorted(self._cum_within, uniform[:, 1], side="right")
-        else:
-            order = np.argsort(datasets.astype(self._small_datasets), kind="stable")
-            bounds = np.concatenate(
-                [
-                    [0],
-                    np.cumsum(np.bincount(datasets, minlength=len(self._cum_dataset))),
-                ]
-            )
-            for d in range(len(self._cum_dataset)):
-                rows = order[bounds[d] : bounds[d + 1]]
-                if rows.size == 0:
-                    continue
-                lo, hi = self._group_start[d], self._group_stop[d]
-                groups[rows] = lo + np.searchsorted(
-                    self._cum_within[lo:hi], uniform[rows, 1], side="right"
-                )
+        # dataset ~ P(d), then category ~ P(l | d), both by the alias method
+        scaled = uniform[:, 0] * len(self._keep_dataset)
+        slot = np.minimum(scaled.astype(np.int64), len(self._keep_dataset) - 1)
+        datasets = np.where(
+            scaled - slot < self._keep_dataset[slot], slot, self._alias_dataset[slot]
+        )
+        width = self._groups_in[datasets]
+        scaled = uniform[:, 1] * width
+        slot = np.minimum(scaled.astype(np.int64), width - 1)
+        slot += self._group_start[datasets]
+        offset = scaled - (slot - self._group_start[datasets])
+        groups = np.where(
+            offset < self._keep_within[slot], slot, self._alias_within[slot]
+        )
         return perm, groups
 
     def group_sequence(self, epoch=None):
@@ -838,7 +872,8 @@ class CategoryDatasetPowerSampler:
                 "plan(): an ISBL leaf draws utterances live; iterate the sampler"
             )
         draws, starts, ends = self._uniform_plan(self.epoch if epoch is None else epoch)
-        return [draws[s:e].tolist() for s, e in zip(starts.tolist(), ends.tolist())]
+        flat = draws.tolist()
+        return [flat[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
 
     # ------------------------------------------------------------ iteration
     def set_epoch(self, epoch):
