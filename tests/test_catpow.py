@@ -1,7 +1,12 @@
 """Tests of the category/dataset power sampler (hardmine/catpow.py)."""
 
 import collections
+import json
+import os
 import pathlib
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -256,6 +261,27 @@ def test_batches_follow_size_and_bins_rules(min_bs, max_bs, batch_bins):
             check_batch_rule(batches, bins, batch_bins, min_bs, max_bs, drop_last)
             if not drop_last:
                 assert sum(map(len, batches)) == sampler.num_draws
+
+
+def test_float_durations_follow_the_same_rules():
+    rng = np.random.default_rng(7)
+    rows = [(u, float(rng.uniform(0.3, 4.0)), lang, c) for u, _, lang, c in make_rows()]
+    bins = {i: r[1] for i, r in enumerate(rows)}
+    for leaf in ("uniform", "isbl"):
+        sampler = CategoryDatasetPowerSampler(
+            make_dataset(rows),
+            batch_bins=7.5,
+            category_field="lang",
+            dataset_field="corpus",
+            min_batch_size=2,
+            max_batch_size=6,
+            drop_last=True,
+            dataset_scaling_factor=4.0,
+            leaf=leaf,
+        )
+        batches = list(sampler)
+        assert len(batches) > 50
+        check_batch_rule(batches, bins, 7.5, 2, 6, True)
 
 
 def test_drop_last_removes_only_an_incomplete_final_batch():
@@ -823,3 +849,70 @@ def test_yaml_fragment_builds_a_factory(tmp_path):
     )
     with open(incomplete) as f, pytest.raises(Exception, match="batch_bins"):
         load_hyperpyyaml(f)
+
+
+# ------------------------------------------------------- real 2-process group
+def _ddp_worker(out_dir):
+    """Run under torch.distributed.run: each rank records its shards and table."""
+    torch.distributed.init_process_group("gloo")
+    rank = torch.distributed.get_rank()
+    rows = make_rows()
+    kwargs = dict(min_batch_size=2, dataset_scaling_factor=3.0, batch_bins=10)
+    live = isbl_sampler(rows, **kwargs)
+    live.set_epoch(1)
+    shards = []
+    for batch in live:
+        shards.append(batch)
+        ids = [rows[i][0] for i in batch]
+        live.observe(ids, [loss_of(u, 1) for u in ids])
+    uniform = isbl_sampler(rows, leaf="uniform", **kwargs)
+    uniform.set_epoch(1)
+    uniform_shards = list(uniform)
+    record = {
+        "live": shards,
+        "uniform": uniform_shards,
+        "scores": live.loss_table.scores.tolist(),
+        "n_observations": live.loss_table.n_observations,
+    }
+    (pathlib.Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(record))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_group_shards_and_shares_the_table(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(HPARAMS.parents[1]))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(port)]
+    cmd += [__file__, str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+    # one process replaying the whole global batches with the same feedback
+    rows = make_rows()
+    kwargs = dict(min_batch_size=2, dataset_scaling_factor=3.0, batch_bins=10)
+    single = isbl_sampler(rows, world_size=1, **kwargs)
+    single.set_epoch(1)
+    expected = []
+    for batch in single:
+        expected.append(batch)
+        ids = [rows[i][0] for i in batch]
+        single.observe(ids, [loss_of(u, 1) for u in ids])
+    uniform = isbl_sampler(rows, leaf="uniform", world_size=1, **kwargs)
+    uniform.set_epoch(1)
+    for key, full in (("live", expected), ("uniform", list(uniform))):
+        a, b = ranks[0][key], ranks[1][key]
+        assert len(a) == len(b) >= len(full) - 1 > 10
+        for n, (part0, part1) in enumerate(zip(a, b, strict=True)):
+            merged = [None] * (len(part0) + len(part1))
+            merged[0::2], merged[1::2] = part0, part1
+            assert merged == full[n], (key, n)
+    assert ranks[0]["scores"] == ranks[1]["scores"] != [1.0] * len(rows)
+    assert ranks[0]["n_observations"] == ranks[1]["n_observations"] > 0
+
+
+if __name__ == "__main__":
+    _ddp_worker(sys.argv[1])
