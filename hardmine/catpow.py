@@ -67,6 +67,8 @@ __all__ = [
     "CategoryDatasetPowerSampler",
     "CategoryPowerSampler",
     "UtteranceTable",
+    "alias_table",
+    "cut_batches",
     "read_espnet_files",
 ]
 
