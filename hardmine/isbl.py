@@ -215,6 +215,8 @@ class ISBLSampler(torch.utils.data.Sampler):
 
     # ----------------------------------------------------------- config
     def _resolve_pools(self, dataset, pool_field, pools):
+        if pools is not None and not pools:
+            pools = None  # an empty mapping, the YAML default, means "not given"
         if pool_field is None:
             if pools is not None:
                 raise ConfigError("pools", "given without pool_field")
