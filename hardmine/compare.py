@@ -1,0 +1,1001 @@
+"""Compare recipe variants: one table, CDF and curve plots, hardest examples.
+
+Usage::
+
+    python -m hardmine.compare results/sepformer_baseline results/sepformer_isbl \\
+        --out results/compare
+
+Each argument is a run folder (the recipe's ``output_folder``, holding
+``train_log.txt``, ``mining_stats.jsonl``, ``test_results.csv`` ...) or a
+folder containing run folders at any depth. A run's variant is the name of
+its folder, or of the parent folder when the run folder is named after the
+seed (``results/<variant>/<seed>/``, the recipes' layout); runs of the same
+variant are different seeds and are aggregated as mean and standard
+deviation across seeds (the ``± sd`` in the table; 0 for a single seed).
+
+What is read from each run:
+
+* ``test_results.csv``: per-utterance test metrics. Separation runs
+  (columns ``snt_id, sdr, sdr_i, si-snr, si-snr_i``) give the mean, median,
+  5th and 10th percentiles of SI-SNRi; the low percentiles show the hard
+  mixtures that a mean hides. Keyword-spotting runs (``ID, label,
+  prediction, correct, score``) give the accuracy and, from
+  ``test_summary.json``, the false-reject rate at each false-alarm budget.
+* ``mining_stats.jsonl``: optimizer steps, examples filtered, batches
+  skipped, broken examples, and the per-epoch spread of the sampler and of
+  the loss weights.
+* ``train_log.txt``: training and validation curves.
+* wall time: ``run_info.json`` (written by :mod:`hardmine.variants`), else a
+  ``wall_time_s`` entry of the mining statistics, else the time between the
+  first and last line of ``log.txt``.
+* the newest sampler checkpoint, for the hardest-examples report
+  (:mod:`hardmine.hardest`).
+
+Written to ``--out`` (default ``./compare_results``):
+``summary.csv`` / ``summary.json`` (one row per variant), ``runs.csv`` (one
+row per run), ``cdf.png`` (per-utterance metric CDFs, one line per variant),
+``curves.png`` (train and validation curves), ``mining.png`` (sampler
+entropy and effective sample size, weight effective sample size, share of
+examples filtered, per epoch) and ``hardest_<variant>_<seed>.csv``.
+
+Example
+-------
+>>> summarize_seeds([1.0, 3.0])
+{'mean': 2.0, 'std': 1.4142135623730951, 'n': 2}
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import sys
+from datetime import datetime
+
+import numpy as np
+
+__all__ = [
+    "Run",
+    "find_runs",
+    "load_run",
+    "parse_train_log",
+    "read_mining_stats",
+    "summarize_seeds",
+    "aggregate",
+    "format_table",
+    "plot_cdf",
+    "plot_curves",
+    "plot_mining",
+    "compare",
+    "main",
+]
+
+RUN_MARKERS = (
+    "train_log.txt",
+    "mining_stats.jsonl",
+    "test_results.csv",
+    "hyperparams.yaml",
+)
+
+SEP_METRIC = "si-snr_i"
+SEP_COLUMNS = (
+    "si-snr_i_mean",
+    "si-snr_i_median",
+    "si-snr_i_p5",
+    "si-snr_i_p10",
+    "sdr_i_mean",
+)
+COMMON_COLUMNS = (
+    "steps",
+    "epochs",
+    "wall_time_s",
+    "examples_filtered",
+    "batches_skipped",
+    "examples_bad_audio",
+)
+LABELS = {
+    "si-snr_i_mean": "SI-SNRi mean",
+    "si-snr_i_median": "median",
+    "si-snr_i_p5": "p5",
+    "si-snr_i_p10": "p10",
+    "sdr_i_mean": "SDRi mean",
+    "accuracy": "accuracy",
+    "steps": "steps",
+    "epochs": "epochs",
+    "wall_time_s": "wall time (s)",
+    "examples_filtered": "filtered",
+    "batches_skipped": "skipped",
+    "examples_bad_audio": "bad audio",
+}
+
+#: Mining-figure panels: (title, function of one mining record -> value or None).
+MINING_PANELS = (
+    ("sampler entropy / log N (1 = uniform)", lambda r: r.get("sampler_draw_entropy")),
+    ("sampler ESS / N", lambda r: r.get("sampler_draw_ess_frac")),
+    (
+        "loss-weight ESS / batch size",
+        lambda r: (
+            r["weights_ess"] * r["batches"] / r["examples"]
+            if r.get("weights_ess") is not None and r.get("examples")
+            else None
+        ),
+    ),
+    (
+        "share of examples filtered",
+        lambda r: (
+            r.get("examples_filtered", 0) / r["examples"] if r.get("examples") else None
+        ),
+    ),
+)
+
+
+# ---------------------------------------------------------------- reading
+class Run:
+    """Everything read from one run folder.
+
+    Attributes
+    ----------
+    path, variant, seed : str
+    task : str or None
+        ``"separation"``, ``"kws"`` or None (no test results).
+    metrics : dict
+        Scalar table columns of this run (NaN when unknown).
+    per_utterance : numpy.ndarray or None
+        The per-utterance values plotted as a CDF (SI-SNRi, or the detection
+        score of keyword utterances).
+    epochs : list of dict
+        Parsed ``train_log.txt`` lines (see :func:`parse_train_log`).
+    mining : list of dict
+        ``mining_stats.jsonl`` records, one per epoch.
+    hardest : hardmine.hardest.HardestReport or None
+    notes : list of str
+        Problems met while reading (missing files ...).
+
+    Example
+    -------
+    >>> run = Run("results/x/1", "x", "1")
+    >>> run.label, run.task
+    ('x/1', None)
+    """
+
+    def __init__(self, path, variant, seed):
+        self.path = path
+        self.variant = variant
+        self.seed = seed
+        self.task = None
+        self.metrics = {}
+        self.per_utterance = None
+        self.epochs = []
+        self.mining = []
+        self.hardest = None
+        self.notes = []
+
+    @property
+    def label(self):
+        """``variant/seed``."""
+        return f"{self.variant}/{self.seed}"
+
+    def __repr__(self):
+        return f"Run({self.label!r}, task={self.task!r}, path={self.path!r})"
+
+
+def _is_run(path):
+    return any(os.path.exists(os.path.join(path, m)) for m in RUN_MARKERS)
+
+
+def find_runs(paths):
+    """Run folders named by ``paths`` (each a run or a folder of runs).
+
+    Order follows the arguments, then sorted folder names. Checkpoint and
+    ``save`` folders are not searched.
+    """
+    runs = []
+    for path in paths:
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"result folder {path} does not exist")
+        found = []
+        if _is_run(path):
+            found.append(path)
+        else:
+            for root, dirs, _files in os.walk(path):
+                dirs[:] = sorted(
+                    d for d in dirs if d != "save" and not d.startswith("CKPT")
+                )
+                if root != path and _is_run(root):
+                    found.append(root)
+                    dirs[:] = []
+        if not found:
+            raise FileNotFoundError(
+                f"{path} holds no run output (none of {', '.join(RUN_MARKERS)})"
+            )
+        for run in found:
+            if os.path.realpath(run) not in {os.path.realpath(r) for r in runs}:
+                runs.append(run)
+    return runs
+
+
+_ITEM_SPLIT = re.compile(r", (?=[^,:]+: )")
+
+
+def _value(text):
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def parse_train_log(path):
+    """Parse a SpeechBrain ``FileTrainLogger`` file.
+
+    Lines look like ``epoch: 1, lr: 1.50e-04 - train si-snr: -3.2e+00,
+    batches: 10 - valid si-snr: -4.1e+00``.
+
+    Returns
+    -------
+    list of dict
+        One dict per line with keys ``meta``, ``train``, ``valid``, ``test``
+        (each a dict; missing parts empty). Values are numbers when they
+        parse as numbers.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "train_log.txt")
+    ...     with open(path, "w") as f:
+    ...         _ = f.write("epoch: 2, lr: 1.50e-04 - train si-snr: -3.20, "
+    ...                     "train batches: 10 - valid si-snr: -4.10\\n")
+    ...     line = parse_train_log(path)[0]
+    >>> line["meta"]["epoch"], line["train"], line["valid"]["si-snr"]
+    (2, {'si-snr': -3.2, 'batches': 10}, -4.1)
+    """
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for raw in handle:
+            raw = raw.strip()
+            if not raw:
+                continue
+            record = {"meta": {}, "train": {}, "valid": {}, "test": {}}
+            for i, part in enumerate(raw.split(" - ")):
+                part_target = "meta"
+                for item in _ITEM_SPLIT.split(part):
+                    key, sep, value = item.partition(": ")
+                    if not sep:
+                        continue
+                    target = part_target
+                    if i > 0:
+                        prefix, _, rest = key.partition(" ")
+                        if prefix in ("train", "valid", "test") and rest:
+                            target, key = prefix, rest
+                            part_target = prefix
+                    record[target][key.strip()] = _value(value)
+            records.append(record)
+    return records
+
+
+def read_mining_stats(path):
+    """Records of ``mining_stats.jsonl``, one per epoch (the last if repeated).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "mining_stats.jsonl")
+    ...     with open(path, "w") as f:
+    ...         _ = f.write('{"epoch": 1, "batches": 4}\\n{"epoch": 1, "batches": 5}\\n')
+    ...     read_mining_stats(path)
+    [{'epoch': 1, 'batches': 5}]
+    """
+    by_epoch = {}
+    with open(path, encoding="utf-8") as handle:
+        for n, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}, line {n}: not JSON ({err})") from None
+            epoch = record.get("epoch", n)
+            by_epoch[epoch if epoch is not None else n] = record
+    return [by_epoch[k] for k in sorted(by_epoch, key=lambda e: (str(type(e)), e))]
+
+
+def _read_csv(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _float(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _load_separation(run, fields, rows):
+    from hardmine.sep_metrics import summarize
+
+    rows = [r for r in rows if r.get("snt_id") != "avg"]
+    for metric in ("si-snr_i", "sdr_i"):
+        if metric not in fields:
+            continue
+        values = np.array([_float(r[metric]) for r in rows])
+        stats = summarize(values)
+        for stat in ("mean", "median", "p5", "p10"):
+            column = f"{metric}_{stat}"
+            if column in SEP_COLUMNS:
+                run.metrics[column] = stats[stat]
+        if metric == SEP_METRIC:
+            run.per_utterance = values[np.isfinite(values)]
+    run.metrics["test_utterances"] = len(rows)
+
+
+def _is_negative_label(label):
+    return label.startswith("_") and label.endswith("_")
+
+
+def _load_kws(run, rows, summary_path):
+    from hardmine.kws_metrics import frr_at_far
+
+    correct = np.array([_float(r["correct"]) for r in rows])
+    run.metrics["accuracy"] = float(np.mean(correct)) if rows else math.nan
+    run.metrics["test_utterances"] = len(rows)
+    scores = np.array([_float(r.get("score")) for r in rows])
+    is_target = np.array([not _is_negative_label(r["label"]) for r in rows], bool)
+    run.per_utterance = scores[is_target & np.isfinite(scores)]
+    summary = None
+    if os.path.isfile(summary_path):
+        with open(summary_path, encoding="utf-8") as handle:
+            summary = json.load(handle)
+    if summary and isinstance(summary.get("frr_at_far"), dict):
+        for far, res in summary["frr_at_far"].items():
+            frr = res.get("frr") if isinstance(res, dict) else None
+            run.metrics[f"frr@far{far}"] = math.nan if frr is None else float(frr)
+        if summary.get("n_targets") not in (None, int(is_target.sum())):
+            run.notes.append(
+                f"{summary_path}: {summary['n_targets']} keyword utterances, but "
+                f"{int(is_target.sum())} labels are not _negative_ in test_results.csv"
+            )
+    else:
+        # No summary: keywords are the labels not written _like_this_.
+        for far in (0.01, 0.05):
+            res = frr_at_far(scores[is_target], scores[~is_target], far)
+            run.metrics[f"frr@far{far}"] = res["frr"]
+        run.notes.append(f"{summary_path} missing: FRR computed from test_results.csv")
+
+
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:,(\d+))?")
+
+
+def _log_span(path):
+    first = last = None
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            match = _LOG_TIME.match(line)
+            if not match:
+                continue
+            stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
+            seconds = stamp.timestamp() + int(match.group(2) or 0) / 1000.0
+            first = seconds if first is None else first
+            last = seconds
+    if first is None:
+        return None
+    return last - first
+
+
+def _wall_time(run):
+    info = os.path.join(run.path, "run_info.json")
+    if os.path.isfile(info):
+        with open(info, encoding="utf-8") as handle:
+            value = json.load(handle).get("wall_time_s")
+        if value is not None:
+            return float(value), "run_info.json"
+    for key in ("wall_time_s", "wall_time"):
+        values = [r[key] for r in run.mining if r.get(key) is not None]
+        if values:
+            return float(values[-1]), f"mining_stats {key}"
+    log = os.path.join(run.path, "log.txt")
+    if os.path.isfile(log):
+        span = _log_span(log)
+        if span is not None:
+            return span, "log.txt span"
+    return math.nan, None
+
+
+def _variant_and_seed(path, hparams):
+    name = os.path.basename(os.path.normpath(path))
+    parent = os.path.basename(os.path.dirname(os.path.normpath(path)))
+    seed = hparams.get("seed")
+    if (name.isdigit() or (seed is not None and name == str(seed))) and parent:
+        return parent, name
+    return name, "" if seed is None else str(seed)
+
+
+def load_run(path, with_hardest=True):
+    """Read one run folder into a :class:`Run`."""
+    from hardmine.hardest import read_saved_hparams, report_for_run
+
+    hparams = {}
+    hp_path = os.path.join(path, "hyperparams.yaml")
+    if os.path.isfile(hp_path):
+        try:
+            hparams = read_saved_hparams(hp_path)
+        except ValueError as err:
+            hparams = {}
+            note = str(err)
+        else:
+            note = None
+    else:
+        note = f"{hp_path} missing"
+    variant, seed = _variant_and_seed(path, hparams)
+    run = Run(path, variant, seed)
+    if note:
+        run.notes.append(note)
+
+    results = os.path.join(path, "test_results.csv")
+    if os.path.isfile(results):
+        fields, rows = _read_csv(results)
+        if SEP_METRIC in fields:
+            run.task = "separation"
+            _load_separation(run, fields, rows)
+        elif {"label", "correct"} <= set(fields):
+            run.task = "kws"
+            _load_kws(run, rows, os.path.join(path, "test_summary.json"))
+        else:
+            run.notes.append(f"{results}: unknown columns {fields}")
+    else:
+        run.notes.append("no test_results.csv (not evaluated yet)")
+
+    stats_path = os.path.join(path, "mining_stats.jsonl")
+    if os.path.isfile(stats_path):
+        run.mining = read_mining_stats(stats_path)
+    log_path = os.path.join(path, "train_log.txt")
+    if os.path.isfile(log_path):
+        by_epoch = {}
+        for record in parse_train_log(log_path):
+            epoch = record["meta"].get("epoch")
+            if isinstance(epoch, int) and (record["train"] or record["valid"]):
+                by_epoch[epoch] = record
+        run.epochs = [by_epoch[e] for e in sorted(by_epoch)]
+
+    m = run.metrics
+    if run.mining:
+        steps = run.mining[-1].get("optimizer_step")
+        m["steps"] = math.nan if steps is None else float(steps)
+        for key in ("examples_filtered", "batches_skipped", "examples_bad_audio"):
+            m[key] = float(sum(r.get(key, 0) for r in run.mining))
+        m["epochs"] = float(len(run.mining))
+    else:
+        for key in ("steps", "examples_filtered", "batches_skipped"):
+            m[key] = math.nan
+        m["examples_bad_audio"] = math.nan
+        m["epochs"] = float(len(run.epochs)) if run.epochs else math.nan
+    m["wall_time_s"], source = _wall_time(run)
+    if source and source != "run_info.json":
+        run.notes.append(f"wall time from {source}")
+
+    if with_hardest:
+        try:
+            run.hardest = report_for_run(path)
+        except (OSError, ValueError) as err:
+            run.notes.append(f"hardest examples: {err}")
+    return run
+
+
+# ------------------------------------------------------------ aggregation
+def summarize_seeds(values):
+    """Mean and sample standard deviation (0 for one value) of finite values."""
+    arr = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return {"mean": math.nan, "std": math.nan, "n": 0}
+    std = float(np.std(arr, ddof=1)) if arr.size > 1 else 0.0
+    return {"mean": float(np.mean(arr)), "std": std, "n": int(arr.size)}
+
+
+def _columns_for(runs):
+    tasks = {r.task for r in runs}
+    columns = []
+    if "separation" in tasks:
+        columns += list(SEP_COLUMNS)
+    if "kws" in tasks:
+        columns.append("accuracy")
+        fars = sorted(
+            {k for r in runs for k in r.metrics if k.startswith("frr@far")},
+            key=lambda k: _float(k[len("frr@far") :]),
+        )
+        columns += fars
+    return columns + list(COMMON_COLUMNS)
+
+
+def _variants(runs):
+    order = []
+    for run in runs:
+        if run.variant not in order:
+            order.append(run.variant)
+    return order
+
+
+def aggregate(runs):
+    """One row per variant: mean and spread across its seeds.
+
+    Returns
+    -------
+    list of dict
+        Keys ``variant``, ``task``, ``n_seeds``, ``seeds`` and, per column,
+        ``<column>`` -> ``{"mean", "std", "n", "values"}``.
+    """
+    columns = _columns_for(runs)
+    rows = []
+    for variant in _variants(runs):
+        mine = [r for r in runs if r.variant == variant]
+        tasks = sorted({r.task for r in mine if r.task})
+        row = {
+            "variant": variant,
+            "task": "+".join(tasks) if tasks else None,
+            "n_seeds": len(mine),
+            "seeds": [r.seed for r in mine],
+        }
+        for column in columns:
+            values = [r.metrics.get(column, math.nan) for r in mine]
+            row[column] = {**summarize_seeds(values), "values": values}
+        rows.append(row)
+    return rows
+
+
+def _cell(stats, column):
+    mean, std = stats["mean"], stats["std"]
+    if not math.isfinite(mean):
+        return "-"
+    if column == "accuracy" or column.startswith("frr@"):
+        text = f"{100 * mean:.2f}%"
+        spread = f"{100 * std:.2f}"
+    elif column in ("steps", "epochs", "examples_filtered", "batches_skipped") or (
+        column == "examples_bad_audio"
+    ):
+        text = f"{mean:.0f}" if float(mean).is_integer() else f"{mean:.1f}"
+        spread = f"{std:.1f}"
+    elif column == "wall_time_s":
+        text, spread = f"{mean:.1f}", f"{std:.1f}"
+    else:
+        text, spread = f"{mean:.2f}", f"{std:.2f}"
+    if stats["n"] > 1:
+        text += f" ± {spread}"
+    return text
+
+
+def _label(column):
+    if column.startswith("frr@far"):
+        far = _float(column[len("frr@far") :])
+        return f"FRR@FA {100 * far:g}%"
+    return LABELS.get(column, column)
+
+
+def format_table(rows, columns=None):
+    """Plain-text table of :func:`aggregate` rows (mean ± sd across seeds).
+
+    Example
+    -------
+    >>> row = {"variant": "isbl", "n_seeds": 2, "steps": summarize_seeds([10, 12])}
+    >>> print(format_table([row], ["steps"]))
+    variant  seeds  steps
+    isbl         2  11 ± 1.4
+    """
+    if columns is None:
+        columns = [
+            k
+            for k in (rows[0] if rows else {})
+            if k not in ("variant", "task", "n_seeds", "seeds")
+        ]
+    header = ["variant", "seeds"] + [_label(c) for c in columns]
+    body = [
+        [row["variant"], str(row["n_seeds"])] + [_cell(row[c], c) for c in columns]
+        for row in rows
+    ]
+    widths = [max(len(h), *(len(b[j]) for b in body)) for j, h in enumerate(header)]
+    lines = []
+    for cells in [header] + body:
+        parts = [
+            cells[0].ljust(widths[0]),
+            *(c.rjust(w) for c, w in zip(cells[1:], widths[1:])),
+        ]
+        if cells is header:
+            parts = [c.ljust(w) for c, w in zip(cells, widths)]
+            parts[1] = cells[1].rjust(widths[1])
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- figures
+def _figure(n_panels, title):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    cols = min(n_panels, 2)
+    rows = math.ceil(n_panels / cols)
+    fig = Figure(figsize=(6.0 * cols, 4.0 * rows), layout="constrained")
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n_panels)]
+    fig.suptitle(title)
+    return fig, axes
+
+
+def _colors(variants):
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {v: cmap(i % 10) for i, v in enumerate(variants)}
+
+
+def plot_cdf(runs):
+    """Per-utterance test metric CDFs, one line per variant (seeds pooled).
+
+    Separation: SI-SNRi per test mixture. Keyword spotting: detection score
+    of the keyword utterances, whose CDF at a threshold is the false-reject
+    rate there. One panel per task; each line is labelled with its variant.
+    """
+    tasks = [t for t in ("separation", "kws") if any(r.task == t for r in runs)]
+    fig, axes = _figure(max(len(tasks), 1), "Per-utterance test results")
+    colors = _colors(_variants(runs))
+    if not tasks:
+        axes[0].text(
+            0.5, 0.5, "no test results", ha="center", transform=axes[0].transAxes
+        )
+    for ax, task in zip(axes, tasks):
+        for variant in _variants(runs):
+            parts = [
+                r.per_utterance
+                for r in runs
+                if r.variant == variant
+                and r.task == task
+                and r.per_utterance is not None
+            ]
+            if not parts:
+                continue
+            values = np.sort(np.concatenate(parts))
+            if values.size == 0:
+                continue
+            # Starts at (lowest value, 0) so the first step is drawn.
+            cdf = np.arange(0, values.size + 1) / values.size
+            xs = np.concatenate([values[:1], values])
+            ax.step(xs, cdf, where="post", label=variant, color=colors[variant])
+        if task == "separation":
+            ax.set_xlabel("SI-SNRi (dB)")
+            ax.set_ylabel("share of test mixtures <= x")
+            ax.set_title("SI-SNRi CDF (hard mixtures on the left)")
+        else:
+            ax.set_xlabel("keyword score threshold")
+            ax.set_ylabel("false-reject rate (CDF of keyword scores)")
+            ax.set_title("Keyword detection scores")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return fig
+
+
+def _series(records, getter):
+    """``{epoch: value}`` from per-epoch records."""
+    out = {}
+    for record in records:
+        value = getter(record)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[record["_epoch"]] = float(value)
+    return out
+
+
+def _plot_seed_band(ax, per_seed, label, color, style="-"):
+    """Mean over seeds (labelled line) with a min-max band when several."""
+    epochs = sorted({e for s in per_seed for e in s})
+    if not epochs:
+        return False
+    stacked = [[s[e] for s in per_seed if e in s] for e in epochs]
+    means = [float(np.mean(v)) for v in stacked]
+    ax.plot(epochs, means, style, label=label, color=color, marker=".")
+    if len(per_seed) > 1:
+        ax.fill_between(
+            epochs,
+            [min(v) for v in stacked],
+            [max(v) for v in stacked],
+            color=color,
+            alpha=0.15,
+            linewidth=0,
+        )
+    return True
+
+
+#: Axis labels of logged keys whose name hides what they are.
+CURVE_LABELS = {"si-snr": "loss = -SI-SNR (dB)", "loss": "loss (NLL)"}
+
+
+def _integer_epochs(ax):
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _curve_keys(runs, limit=4):
+    keys = []
+    for run in runs:
+        for record in run.epochs:
+            for key, value in record["valid"].items():
+                if isinstance(value, (int, float)) and key not in keys:
+                    keys.append(key)
+    return keys[:limit]
+
+
+def plot_curves(runs, limit=4):
+    """Training (solid) and validation (dashed) curves per variant.
+
+    One panel per validation metric (the first ``limit``); lines are
+    labelled ``"<variant> train"`` and ``"<variant> valid"``, the mean over
+    seeds with a min-max band.
+    """
+    keys = _curve_keys(runs, limit)
+    fig, axes = _figure(max(len(keys), 1), "Training and validation curves")
+    colors = _colors(_variants(runs))
+    if not keys:
+        axes[0].text(
+            0.5, 0.5, "no train_log.txt", ha="center", transform=axes[0].transAxes
+        )
+    for ax, key in zip(axes, keys):
+        for variant in _variants(runs):
+            mine = [r for r in runs if r.variant == variant]
+            for split, style in (("train", "-"), ("valid", "--")):
+                per_seed = []
+                for run in mine:
+                    records = [
+                        {"_epoch": rec["meta"]["epoch"], **rec[split]}
+                        for rec in run.epochs
+                    ]
+                    series = _series(records, lambda r, k=key: r.get(k))
+                    if series:
+                        per_seed.append(series)
+                _plot_seed_band(
+                    ax, per_seed, f"{variant} {split}", colors[variant], style
+                )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(CURVE_LABELS.get(key, key))
+        ax.set_title(key)
+        _integer_epochs(ax)
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize="small")
+    return fig
+
+
+def plot_mining(runs):
+    """How concentrated the mining is, per epoch and variant.
+
+    Panels (see :data:`MINING_PANELS`): normalised entropy and effective
+    sample size of the sampler's draw distribution, effective sample size of
+    the loss weights relative to the batch size, and the share of examples
+    the threshold filter dropped. Each line is labelled with its variant; a
+    variant only appears in the panels it logs.
+    """
+    fig, axes = _figure(len(MINING_PANELS), "Mining distribution over training")
+    colors = _colors(_variants(runs))
+    for ax, (title, getter) in zip(axes, MINING_PANELS):
+        for variant in _variants(runs):
+            per_seed = []
+            for run in runs:
+                if run.variant != variant:
+                    continue
+                records = [
+                    {"_epoch": r.get("epoch", i + 1), **r}
+                    for i, r in enumerate(run.mining)
+                ]
+                series = _series(records, getter)
+                if series:
+                    per_seed.append(series)
+            _plot_seed_band(ax, per_seed, variant, colors[variant])
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        _integer_epochs(ax)
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize="small")
+        else:
+            ax.text(
+                0.5,
+                0.5,
+                "not logged by these runs",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
+    return fig
+
+
+# ----------------------------------------------------------------- output
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _write_tables(runs, rows, columns, out):
+    summary_csv = os.path.join(out, "summary.csv")
+    with open(summary_csv, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        header = ["variant", "task", "n_seeds", "seeds"]
+        for column in columns:
+            header += [f"{column}_mean", f"{column}_std"]
+        writer.writerow(header)
+        for row in rows:
+            line = [
+                row["variant"],
+                row["task"] or "",
+                row["n_seeds"],
+                " ".join(row["seeds"]),
+            ]
+            for column in columns:
+                for stat in ("mean", "std"):
+                    value = row[column][stat]
+                    line.append(f"{value:.6g}" if math.isfinite(value) else "")
+            writer.writerow(line)
+    runs_csv = os.path.join(out, "runs.csv")
+    with open(runs_csv, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["variant", "seed", "task", "path"] + columns)
+        for run in runs:
+            values = [run.metrics.get(c, math.nan) for c in columns]
+            writer.writerow(
+                [run.variant, run.seed, run.task or "", run.path]
+                + [f"{v:.6g}" if math.isfinite(v) else "" for v in values]
+            )
+    summary_json = os.path.join(out, "summary.json")
+    payload = {
+        "columns": columns,
+        "variants": rows,
+        "runs": [
+            {
+                "variant": r.variant,
+                "seed": r.seed,
+                "task": r.task,
+                "path": r.path,
+                "metrics": r.metrics,
+                "notes": r.notes,
+            }
+            for r in runs
+        ],
+    }
+    with open(summary_json, "w", encoding="utf-8") as handle:
+        json.dump(_json_safe(payload), handle, indent=2)
+        handle.write("\n")
+    return [summary_csv, summary_json, runs_csv]
+
+
+def _safe_name(text):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "run"
+
+
+def compare(paths, out, top=5, with_hardest=True, echo=print):
+    """Read the runs under ``paths``, print the comparison, write tables and plots.
+
+    Arguments
+    ---------
+    paths : list of str
+        Run folders or folders of runs.
+    out : str
+        Folder for the tables, figures and hardest-example CSVs.
+    top : int
+        Hardest examples printed per run.
+    with_hardest : bool
+        Whether to build hardest-example reports from sampler checkpoints.
+    echo : callable
+        Receives each printed block of text.
+
+    Returns
+    -------
+    dict
+        ``runs``, ``rows`` (from :func:`aggregate`), ``columns``, ``figures``
+        (name -> Figure, already saved), ``files`` (paths written).
+    """
+    runs = [load_run(p, with_hardest=with_hardest) for p in find_runs(paths)]
+    os.makedirs(out, exist_ok=True)
+    rows = aggregate(runs)
+    columns = _columns_for(runs)
+    files = _write_tables(runs, rows, columns, out)
+
+    for task in ("separation", "kws", None):
+        task_variants = {r.variant for r in runs if r.task == task}
+        task_rows = [r for r in rows if r["variant"] in task_variants]
+        if not task_rows:
+            continue
+        own = [
+            c
+            for c in columns
+            if any(math.isfinite(row[c]["mean"]) for row in task_rows)
+            or c in COMMON_COLUMNS
+        ]
+        title = {"separation": "Separation", "kws": "Keyword spotting"}.get(
+            task, "Not evaluated"
+        )
+        echo(
+            f"{title} ({sum(r['n_seeds'] for r in task_rows)} runs; mean ± sd over seeds)"
+        )
+        echo(format_table(task_rows, own))
+        echo("")
+
+    figures = {
+        "cdf": plot_cdf(runs),
+        "curves": plot_curves(runs),
+        "mining": plot_mining(runs),
+    }
+    for name, fig in figures.items():
+        path = os.path.join(out, f"{name}.png")
+        fig.savefig(path, dpi=100)
+        files.append(path)
+
+    from hardmine.hardest import format_rows
+
+    for run in runs:
+        if run.hardest is None:
+            continue
+        path = os.path.join(
+            out, f"hardest_{_safe_name(run.variant)}_{_safe_name(run.seed)}.csv"
+        )
+        run.hardest.write(path)
+        files.append(path)
+        echo(f"Hardest training examples, {run.label} (full list: {path})")
+        echo(format_rows(run.hardest.rows, top))
+        echo("")
+    notes = [f"  {r.label}: {n}" for r in runs for n in r.notes]
+    if notes:
+        echo("Notes:\n" + "\n".join(notes))
+    echo("Written: " + ", ".join(os.path.relpath(f, out) for f in files) + f" in {out}")
+    return {
+        "runs": runs,
+        "rows": rows,
+        "columns": columns,
+        "figures": figures,
+        "files": files,
+    }
+
+
+def main(argv=None):
+    """Command line of :func:`compare`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hardmine.compare",
+        description="Compare recipe variants: table of test metrics and training "
+        "counts (mean ± sd over seeds), CDF/curve/mining plots, hardest examples.",
+    )
+    parser.add_argument("paths", nargs="+", help="run folders or folders of runs")
+    parser.add_argument(
+        "--out", help="output folder (default: ./compare_results)", default=None
+    )
+    parser.add_argument(
+        "--top", type=int, default=5, help="hardest examples shown per run"
+    )
+    parser.add_argument(
+        "--no-hardest", action="store_true", help="skip the hardest-examples reports"
+    )
+    args = parser.parse_args(argv)
+    if args.top < 0:
+        parser.error("--top: must be >= 0")
+    out = args.out or "compare_results"
+    try:
+        compare(args.paths, out, top=args.top, with_hardest=not args.no_hardest)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

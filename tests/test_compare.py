@@ -1,0 +1,589 @@
+"""Comparing recipe variants: run discovery, table values, figures, variants runner."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hyperpyyaml import resolve_references
+from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.utils.train_logger import FileTrainLogger
+
+from hardmine import compare, variants
+from hardmine.brain import HardMiningBrain
+from hardmine.isbl import ISBLSampler
+from hardmine.kws_metrics import KWSResults
+from hardmine.sep_metrics import write_test_results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------ fake outputs
+def write_mining_stats(folder, records):
+    """mining_stats.jsonl through HardMiningBrain's own writer."""
+    for record in records:
+        fake = types.SimpleNamespace(
+            hparams=types.SimpleNamespace(output_folder=str(folder)),
+            mining_stats={k: v for k, v in record.items() if k != "optimizer_step"},
+            optimizer_step=record["optimizer_step"],
+        )
+        HardMiningBrain._write_statistics(
+            fake, record["epoch"] if "epoch" in record else 1
+        )
+
+
+def write_train_log(folder, train, valid, key):
+    logger = FileTrainLogger(str(folder / "train_log.txt"))
+    for epoch, (t, v) in enumerate(zip(train, valid), start=1):
+        logger.log_stats(
+            stats_meta={"epoch": epoch, "lr": 1.5e-4},
+            train_stats={key: t, "batches": 10, "examples_filtered": 1},
+            valid_stats={key: v},
+            verbose=False,
+        )
+    logger.log_stats(
+        stats_meta={"epoch loaded": len(train)},
+        test_stats={key: valid[-1]},
+        verbose=False,
+    )
+
+
+def write_hparams(folder, seed, sampler=False):
+    """hyperparams.yaml as SpeechBrain saves it (references resolved)."""
+    text = f"seed: {seed}\nbatch_size: 2\nthreshold: -30\n"
+    if sampler:
+        text += textwrap.dedent(
+            f"""\
+            mining_sampler: !include:{ROOT}/hparams/isbl.yaml
+                batch_size: !ref <batch_size>
+                transform: db_to_power
+                seed: !ref <seed>
+            """
+        )
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(text)
+    with open(recipe) as f:
+        resolved = resolve_references(f, {}).getvalue()
+    recipe.unlink()
+    (folder / "hyperparams.yaml").write_text("# yamllint disable\n" + resolved)
+
+
+def sep_run(folder, seed, sisnri, curve, mining, sampler_ids=None):
+    folder.mkdir(parents=True)
+    rows = [
+        {
+            "snt_id": f"tt{i:03d}",
+            "sdr": v + 1.0,
+            "sdr_i": v + 0.5,
+            "si-snr": v - 2.0,
+            "si-snr_i": float(v),
+        }
+        for i, v in enumerate(sisnri)
+    ]
+    write_test_results(rows, folder / "test_results.csv", folder / "test_summary.json")
+    write_train_log(folder, curve, [c - 1.0 for c in curve], "si-snr")
+    write_mining_stats(folder, mining)
+    write_hparams(folder, seed, sampler=sampler_ids is not None)
+    if sampler_ids is not None:
+        save = folder / "save"
+        save.mkdir()
+        train_csv = save / "wsj_tr.csv"
+        with open(train_csv, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["ID", "duration", "mix_wav", "s1_wav", "s2_wav"])
+            for uid in sampler_ids:
+                writer.writerow(
+                    [uid, 1.0] + [f"/d/{s}/{uid}.wav" for s in ("mix", "s1", "s2")]
+                )
+        sampler = ISBLSampler(
+            DynamicItemDataset.from_csv(str(train_csv)),
+            batch_size=2,
+            transform="db_to_power",
+            epoch_length=100,
+            seed=seed,
+        )
+        sampler.set_epoch(1)
+        for batch in sampler:
+            names = [sampler.ids[i] for i in batch]
+            sampler.observe(names, [-float(sampler_ids.index(n)) for n in names])
+        ckpt = save / "CKPT+2024-01-01+00-00-00+00"
+        ckpt.mkdir()
+        sampler._save(str(ckpt / "mining_sampler.ckpt"))
+        (ckpt / "CKPT.yaml").write_text(yaml.safe_dump({"unixtime": 1.0}))
+
+
+def mining_records(steps, filtered, skipped, entropy=None):
+    out = []
+    for e, (s, f, k) in enumerate(zip(steps, filtered, skipped), start=1):
+        record = {
+            "epoch": e,
+            "optimizer_step": s,
+            "batches": 10,
+            "examples": 20,
+            "examples_filtered": f,
+            "examples_bad_audio": 0,
+            "batches_skipped": k,
+            "weights_ess": 2.0 - 0.1 * e,
+        }
+        if entropy is not None:
+            record["sampler_draw_entropy"] = entropy[e - 1]
+            record["sampler_draw_ess_frac"] = entropy[e - 1] / 2
+        out.append(record)
+    return out
+
+
+BASE = np.arange(20, dtype=float)  # SI-SNRi 0 .. 19 dB
+
+
+@pytest.fixture
+def sep_results(tmp_path):
+    root = tmp_path / "results"
+    ids = [f"mix{i}" for i in range(6)]
+    for seed, shift in ((1, 0.0), (2, 1.0)):
+        sep_run(
+            root / "sepformer_baseline" / str(seed),
+            seed,
+            BASE + shift,
+            [-2.0, -4.0, -5.0],
+            mining_records([10, 20, 30], [1, 2, 3], [0, 1, 0]),
+        )
+        sep_run(
+            root / "sepformer_isbl" / str(seed),
+            seed,
+            BASE + 3.0 + shift,
+            [-3.0, -5.0, -7.0],
+            mining_records([10, 20, 29 + seed], [2, 2, 2], [1, 1, 1], [0.9, 0.8, 0.7]),
+            sampler_ids=ids,
+        )
+    # Wall time from the variants runner for one run, from log.txt for another.
+    (root / "sepformer_baseline" / "1" / "run_info.json").write_text(
+        json.dumps({"wall_time_s": 12.5})
+    )
+    (root / "sepformer_baseline" / "2" / "log.txt").write_text(
+        "2024-05-01 10:00:00,000 - speechbrain.core - INFO - start\n"
+        "a traceback line without a time stamp\n"
+        "2024-05-01 10:00:20,500 - speechbrain.core - INFO - end\n"
+    )
+    return root
+
+
+# ------------------------------------------------------------------ tests
+def test_discovery_names_variants_and_seeds(sep_results, tmp_path):
+    runs = compare.find_runs([str(sep_results)])
+    labels = [compare.load_run(r, with_hardest=False).label for r in runs]
+    assert labels == [
+        "sepformer_baseline/1",
+        "sepformer_baseline/2",
+        "sepformer_isbl/1",
+        "sepformer_isbl/2",
+    ]
+    # A run folder not named after its seed is its own variant.
+    solo = tmp_path / "my_try"
+    sep_run(solo, 5, BASE, [-1.0], mining_records([3], [0], [0]))
+    run = compare.load_run(str(solo), with_hardest=False)
+    assert (run.variant, run.seed, run.task) == ("my_try", "5", "separation")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        compare.find_runs([str(tmp_path / "nowhere")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no run output"):
+        compare.find_runs([str(tmp_path / "empty")])
+
+
+def test_table_values_from_known_results(sep_results, tmp_path):
+    printed = []
+    out = tmp_path / "cmp"
+    result = compare.compare([str(sep_results)], str(out), echo=printed.append)
+    text = "\n".join(printed)
+    lines = {line.split()[0]: line for line in text.splitlines() if line.strip()}
+
+    # Per-run means 9.5 and 10.5 -> 10.00 ± 0.71 across seeds; ISBL +3 dB.
+    assert "10.00 ± 0.71" in lines["sepformer_baseline"]
+    assert "13.00 ± 0.71" in lines["sepformer_isbl"]
+    rows = {r["variant"]: r for r in result["rows"]}
+    base = rows["sepformer_baseline"]
+    assert base["n_seeds"] == 2 and base["seeds"] == ["1", "2"]
+    assert base["si-snr_i_mean"]["mean"] == pytest.approx(10.0)
+    assert base["si-snr_i_mean"]["std"] == pytest.approx(math.sqrt(0.5))
+    p5 = [np.percentile(BASE, 5), np.percentile(BASE + 1, 5)]
+    assert base["si-snr_i_p5"]["values"] == pytest.approx(p5)
+    assert base["si-snr_i_p10"]["mean"] == pytest.approx(
+        np.mean([np.percentile(BASE + s, 10) for s in (0, 1)])
+    )
+    assert base["si-snr_i_median"]["mean"] == pytest.approx(10.0)
+    assert base["sdr_i_mean"]["mean"] == pytest.approx(10.5)
+    # Counts from mining_stats.jsonl: last optimizer step, sums over epochs.
+    assert base["steps"]["values"] == [30.0, 30.0]
+    assert rows["sepformer_isbl"]["steps"]["values"] == [30.0, 31.0]
+    assert base["examples_filtered"]["mean"] == 6.0
+    assert base["batches_skipped"]["mean"] == 1.0
+    assert rows["sepformer_isbl"]["batches_skipped"]["mean"] == 3.0
+    # Wall time: run_info.json (12.5 s) and the log.txt span (20.5 s).
+    assert base["wall_time_s"]["values"] == pytest.approx([12.5, 20.5])
+    assert "16.5 ± 5.7" in lines["sepformer_baseline"]
+
+    # CSV and JSON carry the same numbers.
+    with open(out / "summary.csv", newline="") as f:
+        table = {r["variant"]: r for r in csv.DictReader(f)}
+    assert float(table["sepformer_isbl"]["si-snr_i_mean_mean"]) == pytest.approx(13.0)
+    assert float(table["sepformer_isbl"]["si-snr_i_mean_std"]) == pytest.approx(
+        0.707107
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert [v["variant"] for v in summary["variants"]] == [
+        "sepformer_baseline",
+        "sepformer_isbl",
+    ]
+    with open(out / "runs.csv", newline="") as f:
+        per_run = list(csv.DictReader(f))
+    assert [float(r["si-snr_i_mean"]) for r in per_run] == [9.5, 10.5, 12.5, 13.5]
+
+
+def test_figures_carry_one_series_per_variant(sep_results, tmp_path):
+    out = tmp_path / "cmp"
+    result = compare.compare([str(sep_results)], str(out), echo=lambda s: None)
+    for name in ("cdf", "curves", "mining"):
+        png = out / f"{name}.png"
+        assert png.stat().st_size > 5000
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figs = result["figures"]
+
+    (cdf_ax,) = figs["cdf"].axes
+    lines = cdf_ax.get_lines()
+    assert [line.get_label() for line in lines] == [
+        "sepformer_baseline",
+        "sepformer_isbl",
+    ]
+    # Seeds pooled: 40 utterances per variant, the CDF ends at 1.
+    x, y = lines[0].get_data()
+    assert list(x[1:]) == sorted(np.concatenate([BASE, BASE + 1]))
+    assert (x[0], y[0], y[-1]) == (0.0, 0.0, 1.0)
+    assert y[20] == pytest.approx(0.5)  # half of the mixtures at or below x[20]
+
+    (curve_ax,) = figs["curves"].axes
+    labels = [line.get_label() for line in curve_ax.get_lines()]
+    assert labels == [
+        "sepformer_baseline train",
+        "sepformer_baseline valid",
+        "sepformer_isbl train",
+        "sepformer_isbl valid",
+    ]
+    train = curve_ax.get_lines()[2]
+    assert list(train.get_xdata()) == [1, 2, 3]
+    assert list(train.get_ydata()) == pytest.approx([-3.0, -5.0, -7.0])
+
+    entropy, ess, weights, filtered = figs["mining"].axes
+    # Only the ISBL variant logs a sampler distribution.
+    assert [line.get_label() for line in entropy.get_lines()] == ["sepformer_isbl"]
+    assert list(entropy.get_lines()[0].get_ydata()) == pytest.approx([0.9, 0.8, 0.7])
+    assert list(ess.get_lines()[0].get_ydata()) == pytest.approx([0.45, 0.4, 0.35])
+    assert [line.get_label() for line in weights.get_lines()] == [
+        "sepformer_baseline",
+        "sepformer_isbl",
+    ]
+    # weights_ess / (examples / batches) = (2 - 0.1 e) / 2
+    assert list(weights.get_lines()[0].get_ydata()) == pytest.approx([0.95, 0.9, 0.85])
+    assert list(filtered.get_lines()[0].get_ydata()) == pytest.approx([0.05, 0.1, 0.15])
+
+
+def test_compare_shows_hardest_examples(sep_results, tmp_path):
+    printed = []
+    out = tmp_path / "cmp"
+    compare.compare([str(sep_results)], str(out), top=2, echo=printed.append)
+    text = "\n".join(printed)
+    assert "Hardest training examples, sepformer_isbl/1" in text
+    assert "Hardest training examples, sepformer_baseline" not in text
+    with open(out / "hardest_sepformer_isbl_2.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # Losses were -index: mix0 is the hardest.
+    trained = [r for r in rows if r["status"] == "trained"]
+    assert [r["id"] for r in trained] == sorted(
+        (r["id"] for r in trained), key=lambda u: int(u[3:])
+    )
+    assert rows[0]["mix_wav"] == f"/d/mix/{rows[0]['id']}.wav"
+    block = text.split("Hardest training examples, sepformer_isbl/1")[1]
+    shown = [line.split()[1] for line in block.splitlines()[2:4]]
+    assert shown == [trained[0]["id"], trained[1]["id"]]
+
+
+def kws_run(folder, seed, correct_mask, frr_pair):
+    """A KWS run written with KWSResults (the recipe's writer)."""
+    folder.mkdir(parents=True)
+    classes = ["yes", "no", "_silence_", "_unknown_"]
+    res = KWSResults(classes, keywords=["yes", "no"], far_targets=[0.01, 0.05])
+    labels = np.array([0, 1, 2, 3] * 5)
+    post = np.full((20, 4), 0.1)
+    for i, (lab, ok) in enumerate(zip(labels, correct_mask)):
+        post[i, lab if ok else (lab + 1) % 4] = 0.7
+    res.append([f"k{i:02d}" for i in range(20)], post, labels)
+    res.write(str(folder))
+    write_hparams(folder, seed)
+    write_train_log(folder, [1.0, 0.5], [1.1, 0.7], "loss")
+    return res.summary()
+
+
+def test_kws_accuracy_and_false_rejects(tmp_path):
+    root = tmp_path / "results"
+    s1 = kws_run(root / "kws_baseline" / "1986", 1986, [True] * 16 + [False] * 4, None)
+    s2 = kws_run(root / "kws_isbl" / "1986", 1986, [True] * 19 + [False], None)
+    printed = []
+    result = compare.compare([str(root)], str(tmp_path / "cmp"), echo=printed.append)
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert rows["kws_baseline"]["accuracy"]["mean"] == pytest.approx(0.8)
+    assert rows["kws_isbl"]["accuracy"]["mean"] == pytest.approx(0.95)
+    for row, summary in ((rows["kws_baseline"], s1), (rows["kws_isbl"], s2)):
+        for far in ("0.01", "0.05"):
+            assert row[f"frr@far{far}"]["mean"] == pytest.approx(
+                summary["frr_at_far"][far]["frr"]
+            )
+    text = "\n".join(printed)
+    assert "Keyword spotting" in text and "80.00%" in text and "95.00%" in text
+    assert "FRR@FA 1%" in text
+    # Keyword-utterance score CDF per variant; curves for loss, error, ...
+    (ax,) = result["figures"]["cdf"].axes
+    assert [line.get_label() for line in ax.get_lines()] == ["kws_baseline", "kws_isbl"]
+    assert len(ax.get_lines()[0].get_xdata()) == 11  # 10 yes/no utterances + start
+    curve_axes = result["figures"]["curves"].axes
+    assert curve_axes[0].get_title() == "loss"
+
+
+def test_train_log_with_mining_stats_and_resume(tmp_path):
+    path = tmp_path / "train_log.txt"
+    logger = FileTrainLogger(str(path))
+    for epoch in (1, 2, 2):  # epoch 2 logged again after a resume
+        logger.log_stats(
+            {"epoch": epoch, "lr": 1.5e-4},
+            train_stats={
+                "si-snr": -1.0 * epoch,
+                "sampler_draw_entropy": 0.5,
+                "batches": 4,
+            },
+            valid_stats={"si-snr": -2.0 * epoch},
+            verbose=False,
+        )
+    logger.log_stats({"epoch loaded": 2}, test_stats={"si-snr": -4.5}, verbose=False)
+    records = compare.parse_train_log(str(path))
+    assert len(records) == 4
+    assert records[0]["train"] == {
+        "si-snr": -1.0,
+        "sampler_draw_entropy": 0.5,
+        "batches": 4,
+    }
+    assert records[0]["meta"] == {"epoch": 1, "lr": 1.5e-4}
+    assert records[3]["test"] == {"si-snr": -4.5}
+    assert records[3]["meta"] == {"epoch loaded": 2}
+
+
+def test_command_line(sep_results, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert compare.main([str(sep_results / "sepformer_isbl"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert (
+        "sepformer_isbl" in text
+        and "sepformer_baseline" not in text.split("Hardest")[0]
+    )
+    assert (out / "summary.csv").exists()
+    assert compare.main([str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------- variants
+FAKE_RECIPE = '''\
+"""Stand-in recipe: honours overrides like train.py, writes the recipes' files.
+
+Torch-free so that it starts fast; the real writers are exercised above.
+"""
+import csv, json, os, sys
+from hyperpyyaml import load_hyperpyyaml
+
+args = sys.argv[1:]
+yaml_file, rest = args[0], args[1:]
+overrides, run_opts = {}, {}
+for key, value in zip(rest[::2], rest[1::2]):
+    key = key[2:]
+    target = run_opts if key == "optimizer_step_limit" else overrides
+    target[key] = value if key == "output_folder" else json.loads(value)
+with open(yaml_file) as f:
+    h = load_hyperpyyaml(f, overrides)
+if h["fail"]:
+    sys.exit("this variant is broken on purpose")
+out = h["output_folder"]
+os.makedirs(out, exist_ok=True)
+with open(os.path.join(out, "seen.json"), "w") as f:
+    json.dump({"cwd": os.getcwd(), "run_opts": run_opts, "epochs": h["n_ep"],
+               "seed": h["seed"], "extra": h["extra"]}, f)
+with open(os.path.join(out, "train_log.txt"), "w") as f:
+    for epoch in range(1, h["n_ep"] + 1):
+        f.write(f"epoch: {epoch} - train si-snr: {-epoch:.2e} - "
+                f"valid si-snr: {-1.5 * epoch:.2e}\\n")
+values = [h["quality"] + h["seed"] + i for i in range(3)]
+with open(os.path.join(out, "test_results.csv"), "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["snt_id", "sdr", "sdr_i", "si-snr", "si-snr_i"])
+    for i, v in enumerate(values):
+        writer.writerow([f"t{i}", 0.0, 0.0, 0.0, v])
+    writer.writerow(["avg", 0.0, 0.0, 0.0, sum(values) / 3])
+print("trained", h["quality"], h["seed"])
+'''
+
+VARIANT_YAML = """\
+seed: 1
+quality: {quality}
+fail: {fail}
+extra: 0
+n_ep: 5
+output_folder: !ref results/fake/<seed>
+counter: !new:collections.Counter
+epoch_counter: !new:collections.OrderedDict
+    limit: !ref <n_ep>
+"""
+
+
+@pytest.fixture
+def fake_recipe(tmp_path):
+    recipe = tmp_path / "recipe"
+    (recipe / "hparams").mkdir(parents=True)
+    (recipe / "train.py").write_text(FAKE_RECIPE)
+    for name, quality, fail in (("plain", 0, "false"), ("mined", 10, "false")):
+        (recipe / "hparams" / f"{name}.yaml").write_text(
+            VARIANT_YAML.format(quality=quality, fail=fail)
+        )
+    (recipe / "hparams" / "broken.yaml").write_text(
+        VARIANT_YAML.format(quality=0, fail="true")
+    )
+    return recipe
+
+
+def test_epoch_field_follows_the_counter(fake_recipe, tmp_path):
+    assert variants.epoch_field(str(fake_recipe / "hparams" / "plain.yaml")) == "n_ep"
+    real = ROOT / "recipes" / "WSJ0Mix" / "separation" / "hparams" / "sepformer.yaml"
+    if real.exists():
+        assert variants.epoch_field(str(real)) == "N_epochs"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: 0.1\n")
+    with pytest.raises(variants.ConfigError, match="^--epochs"):
+        variants.epoch_field(str(bad))
+
+
+def test_plan_checks_its_inputs(fake_recipe, tmp_path):
+    train = str(fake_recipe / "train.py")
+    with pytest.raises(variants.ConfigError, match="^--seeds: repeated"):
+        variants.plan_runs(train, ["hparams/plain.yaml"], [1, 1], str(tmp_path))
+    with pytest.raises(variants.ConfigError, match="^--step-budget"):
+        variants.plan_runs(
+            train, ["hparams/plain.yaml"], [1], str(tmp_path), step_budget=0
+        )
+    with pytest.raises(variants.ConfigError, match="share the folder plain/"):
+        variants.plan_runs(
+            train,
+            ["hparams/plain.yaml", str(tmp_path / "plain.yaml")],
+            [1],
+            str(tmp_path),
+        )
+    with pytest.raises(FileNotFoundError, match="variant YAML hparams/nope.yaml"):
+        variants.plan_runs(train, ["hparams/nope.yaml"], [1], str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="recipe script"):
+        variants.plan_runs(str(tmp_path / "no.py"), ["x.yaml"], [1], str(tmp_path))
+
+
+def test_variants_runs_each_seed_then_compares(fake_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    out = tmp_path / "out"
+    printed = []
+    argv = [str(fake_recipe / "train.py"), "hparams/plain.yaml", "hparams/mined.yaml"]
+    argv += ["hparams/broken.yaml", "--seeds", "1", "2", "--step-budget", "7"]
+    argv += ["--epochs", "3", "--out", str(out), "--", "--extra", "4"]
+    code = variants.main(argv, echo=printed.append)
+    text = "\n".join(printed)
+    assert code == 1, text  # the broken variant failed, the others ran
+    assert "[1/6] plain seed 1: training" in text
+    assert "[5/6] broken seed 1: FAILED" in text and "broken on purpose" in text
+    for name in ("plain", "mined"):
+        for seed in (1, 2):
+            seen = json.loads((out / name / str(seed) / "seen.json").read_text())
+            assert seen == {
+                "cwd": str(fake_recipe),
+                "run_opts": {"optimizer_step_limit": 7},
+                "epochs": 3,
+                "seed": seed,
+                "extra": 4,
+            }
+            info = json.loads((out / name / str(seed) / "run_info.json").read_text())
+            assert info["returncode"] == 0 and info["wall_time_s"] > 0
+    assert json.loads((out / "broken" / "1" / "run_info.json").read_text())[
+        "returncode"
+    ]
+    # The comparison covers the successful runs: means (0+1+2)/3 + quality + seed.
+    with open(out / "compare" / "summary.csv", newline="") as f:
+        table = {r["variant"]: r for r in csv.DictReader(f)}
+    assert set(table) == {"plain", "mined"}
+    assert float(table["plain"]["si-snr_i_mean_mean"]) == pytest.approx(2.5)
+    assert float(table["mined"]["si-snr_i_mean_mean"]) == pytest.approx(12.5)
+    assert float(table["mined"]["wall_time_s_mean"]) > 0
+    assert (out / "compare" / "curves.png").exists()
+
+    # A second call skips the finished runs.
+    printed.clear()
+    argv2 = [str(fake_recipe / "train.py"), "hparams/plain.yaml", "--seeds", "1"]
+    assert variants.main(argv2 + ["--out", str(out)], echo=printed.append) == 0
+    assert "already has test results" in printed[0]
+
+
+def test_dry_run_prints_commands(fake_recipe, tmp_path):
+    printed = []
+    argv = [str(fake_recipe / "train.py"), "hparams/plain.yaml", "--seeds", "3"]
+    argv += ["--out", str(tmp_path / "o"), "--dry-run", "--", "--lr", "0.1"]
+    assert variants.main(argv, echo=printed.append) == 0
+    (line,) = printed
+    assert f"--seed 3 --output_folder {tmp_path / 'o' / 'plain' / '3'}" in line
+    assert line.endswith("--lr 0.1)")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_real_recipe_variants_compare_and_hardest(tmp_path):
+    """Two variants of the WSJ0Mix recipe on generated data, compared end to end."""
+    from hardmine import hardest
+    from hardmine.layouts import make_wsj0mix
+
+    data = make_wsj0mix(
+        str(tmp_path / "data"), sizes={"tr": 6, "cv": 2, "tt": 3}, seconds=0.5
+    )
+    recipe = ROOT / "recipes" / "WSJ0Mix" / "separation"
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "hardmine.variants", str(recipe / "train.py")]
+    cmd += ["hparams/sepformer.yaml", "hparams/sepformer_isbl.yaml", "--seeds", "3"]
+    cmd += ["--epochs", "2", "--out", str(out), "--", "--model_size", "tiny"]
+    cmd += ["--data_folder", data, "--num_workers", "0", "--noprogressbar"]
+    proc = subprocess.run(
+        cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=400
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    text = proc.stdout
+    assert "Separation (2 runs" in text
+    with open(out / "compare" / "runs.csv", newline="") as f:
+        runs = {r["variant"]: r for r in csv.DictReader(f)}
+    assert set(runs) == {"sepformer", "sepformer_isbl"}
+    for variant, run in runs.items():
+        folder = out / variant / "3"
+        with open(folder / "test_results.csv", newline="") as f:
+            utts = [r for r in csv.DictReader(f) if r["snt_id"] != "avg"]
+        assert len(utts) == 3
+        mean = np.mean([float(r["si-snr_i"]) for r in utts])
+        assert float(run["si-snr_i_mean"]) == pytest.approx(mean, rel=1e-5)
+        assert float(run["epochs"]) == 2 and float(run["steps"]) > 0
+    # ISBL run: hardest examples from its saved sampler and training list.
+    report = hardest.report_for_run(str(out / "sepformer_isbl" / "3"))
+    assert report is not None and len(report) == 6
+    assert os.path.basename(report.train_csv) == "wsj_tr.csv"
+    assert all(r["mix_wav"].startswith(data) for r in report.rows)
+    assert "Hardest training examples, sepformer_isbl/3" in text
+    assert (out / "compare" / "hardest_sepformer_isbl_3.csv").exists()
+    assert hardest.report_for_run(str(out / "sepformer" / "3")) is None
