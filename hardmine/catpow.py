@@ -815,10 +815,10 @@ class CategoryDatasetPowerSampler:
         width = self._groups_in[datasets]
         scaled = uniform[:, 1] * width
         slot = np.minimum(scaled.astype(np.int64), width - 1)
+        scaled -= slot
         slot += self._group_start[datasets]
-        offset = scaled - (slot - self._group_start[datasets])
         groups = np.where(
-            offset < self._keep_within[slot], slot, self._alias_within[slot]
+            scaled < self._keep_within[slot], slot, self._alias_within[slot]
         )
         return perm, groups
 
@@ -833,12 +833,18 @@ class CategoryDatasetPowerSampler:
         members = perm[
             np.argsort(self._group_of[perm].astype(self._small), kind="stable")
         ]
+        # Work in group-sorted order: the k-th draw of group g (counting in
+        # draw order) takes member k mod size_g of g's shuffled list.
         order = np.argsort(groups.astype(self._small), kind="stable")
-        first = np.searchsorted(groups[order], np.arange(len(self._group_size)))
-        occurrence = np.empty(len(groups), dtype=np.int64)
-        occurrence[order] = np.arange(len(groups)) - first[groups[order]]
-        size = self._group_size[groups]
-        return members[self._member_offset[groups] + occurrence % size]
+        counts = np.bincount(groups, minlength=len(self._group_size))
+        occurrence = np.arange(len(groups)) - np.repeat(
+            np.cumsum(counts) - counts, counts
+        )
+        occurrence %= np.repeat(self._group_size, counts)
+        occurrence += np.repeat(self._member_offset, counts)
+        draws = np.empty(len(groups), dtype=np.int64)
+        draws[order] = members[occurrence]
+        return draws
 
     def _uniform_plan(self, epoch):
         """(draws, starts, ends) of the uniform-leaf plan for ``epoch``."""
