@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from scipy.stats import chisquare
@@ -17,6 +18,7 @@ from speechbrain.dataio.dataloader import make_dataloader
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.checkpoints import Checkpointer
 
+from hardmine.brain import HardMiningBrain
 from hardmine.catpow import (
     CategoryDatasetPowerSampler,
     CategoryPowerSampler,
@@ -849,6 +851,67 @@ def test_yaml_fragment_builds_a_factory(tmp_path):
     )
     with open(incomplete) as f, pytest.raises(Exception, match="batch_bins"):
         load_hyperpyyaml(f)
+
+
+# ------------------------------------------------------------ with the brain
+class _Regressor(HardMiningBrain):
+    def compute_forward(self, batch, stage):
+        return self.modules.model(batch.x.data)
+
+    def compute_objectives(self, predictions, batch, stage):
+        return ((predictions - batch.y.data) ** 2).mean(dim=1)
+
+
+def test_brain_trains_with_the_isbl_leaf_from_yaml(tmp_path):
+    rows = make_rows()
+    data = {}
+    for n, (uid, dur, lang, corpus) in enumerate(rows):
+        x = [dur, float(n % 7), 1.0]
+        data[uid] = {
+            "x_raw": x,
+            "y_raw": [x[0] - x[1]],
+            "duration": dur,
+            "lang": lang,
+            "corpus": corpus,
+        }
+    dataset = DynamicItemDataset(data)
+
+    @sb.utils.data_pipeline.takes("x_raw", "y_raw")
+    @sb.utils.data_pipeline.provides("x", "y")
+    def tensors(x, y):
+        yield torch.tensor(x, dtype=torch.float32)
+        yield torch.tensor(y, dtype=torch.float32)
+
+    dataset.add_dynamic_item(tensors)
+    dataset.set_output_keys(["id", "x", "y"])
+    hparams = load_hyperpyyaml(
+        f"""
+output_folder: {tmp_path}
+mining_sampler: !include:{HPARAMS}
+    batch_bins: 12
+    category_field: lang
+    dataset_field: corpus
+    category_upsampling_factor: 0.5
+    leaf: isbl
+    alpha: 1.0
+checkpointer: !new:speechbrain.utils.checkpoints.Checkpointer
+    checkpoints_dir: !ref <output_folder>/save
+"""
+    )
+    torch.manual_seed(0)
+    brain = _Regressor(
+        modules={"model": torch.nn.Linear(3, 1)},
+        opt_class=lambda p: torch.optim.SGD(p, lr=0.01),
+        hparams=hparams,
+        run_opts={"device": "cpu"},
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.fit(range(1, 4), dataset, train_loader_kwargs={"batch_size": 1})
+    sampler = brain.live_sampler
+    assert isinstance(sampler, CategoryDatasetPowerSampler) and sampler.leaf == "isbl"
+    assert sampler.epoch == 3  # the brain moved the epochs along
+    assert sampler.loss_table.n_observations == int(sampler.draw_counts.sum()) > 3 * 80
+    assert not np.all(sampler.loss_table.scores == 1.0)
 
 
 # ------------------------------------------------------- real 2-process group
