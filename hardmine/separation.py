@@ -1,0 +1,725 @@
+"""Shared parts of the speech-separation recipes (WSJ0Mix and LibriMix).
+
+Each recipe's ``train.py`` only parses its arguments, prepares its CSV files
+and calls the helpers below, so both recipes train the same model code:
+
+* :data:`MODEL_PRESETS` and :func:`apply_model_size` turn
+  ``--model_size tiny`` into field overrides before the YAML file is loaded;
+* :func:`check_hparams` rejects unusable settings before anything is built;
+* :func:`resolve_data_folder` replaces ``data_folder: null`` by the embedded
+  default WSJ0-2mix set;
+* :func:`build_datasets` creates the data pipeline (checked audio loading,
+  random training crops, the ``audio_problem`` flag);
+* :class:`SeparationBrain` runs encoder -> mask network -> decoder, returns
+  the per-example negative SI-SNR (with permutation-invariant matching) to
+  :class:`hardmine.brain.HardMiningBrain`, and writes per-utterance test
+  metrics.
+
+Example
+-------
+>>> apply_model_size_from_fields({"architecture": "sepformer"}, {"model_size": "tiny"})[
+...     "N_encoder_out"
+... ]
+64
+"""
+
+import functools
+import json
+import logging
+import os
+import pathlib
+
+import speechbrain as sb
+import torch
+import yaml
+from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+
+from hardmine.brain import HardMiningBrain
+from hardmine.validation import ConfigError, check_choice, check_int, check_number
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MODEL_PRESETS",
+    "MODEL_SIZES",
+    "read_plain_fields",
+    "apply_model_size",
+    "apply_model_size_from_fields",
+    "check_hparams",
+    "resolve_data_folder",
+    "load_example",
+    "build_datasets",
+    "CheckpointSeal",
+    "set_aside_incomplete_checkpoints",
+    "SeparationBrain",
+]
+
+#: Values that ``--model_size`` substitutes, per architecture.  ``base`` is
+#: the YAML file as written (SpeechBrain's published sizes), so it has no
+#: entry.  ``tiny`` is sized for CPU runs: the demo and the test suite.
+MODEL_PRESETS = {
+    "sepformer": {
+        "tiny": {
+            "N_encoder_out": 64,
+            "intra_layers": 1,
+            "inter_layers": 1,
+            "dual_layers": 2,
+            "nhead": 4,
+            "d_ffn": 256,
+            "chunk_size": 100,
+        },
+    },
+    "convtasnet": {
+        "tiny": {
+            "N_encoder_out": 64,
+            "bottleneck_channels": 64,
+            "conv_channels": 128,
+            "blocks_per_repeat": 4,
+            "repeats": 1,
+        },
+    },
+}
+
+MODEL_SIZES = ("base", "tiny")
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """YAML loader that reads tagged hyperpyyaml nodes as ``None``."""
+
+
+def _ignore_tag(loader, tag_suffix, node):
+    return None
+
+
+_PlainLoader.add_multi_constructor("!", _ignore_tag)
+
+
+def read_plain_fields(hparams_file):
+    """Read the top-level fields of a hyperpyyaml file without building it.
+
+    Tagged values (``!new:``, ``!ref``, ``!include:``, ``!PLACEHOLDER`` ...)
+    come back as ``None``; plain scalars come back as written.
+
+    Arguments
+    ---------
+    hparams_file : str
+        Path to the YAML file.
+
+    Returns
+    -------
+    dict
+    """
+    with open(hparams_file, encoding="utf-8") as fin:
+        fields = yaml.load(fin, Loader=_PlainLoader)
+    if not isinstance(fields, dict):
+        raise ConfigError(hparams_file, "is not a mapping of fields")
+    return fields
+
+
+def _parse_overrides(overrides):
+    if overrides is None or overrides == "":
+        return {}
+    if isinstance(overrides, str):
+        overrides = yaml.safe_load(overrides) or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError("overrides", f"must be a mapping, got {overrides!r}")
+    return dict(overrides)
+
+
+def apply_model_size_from_fields(fields, overrides):
+    """Merge the preset chosen by ``model_size`` under the given overrides.
+
+    Arguments
+    ---------
+    fields : dict
+        Plain top-level fields of the YAML file (``architecture`` and the
+        default ``model_size`` are read from here).
+    overrides : dict or str
+        Command-line overrides; they win over the preset.
+
+    Returns
+    -------
+    dict
+        Overrides to pass to ``load_hyperpyyaml``.
+
+    Example
+    -------
+    >>> fields = {"architecture": "convtasnet", "model_size": "base"}
+    >>> apply_model_size_from_fields(fields, {})
+    {}
+    >>> out = apply_model_size_from_fields(fields, "model_size: tiny\\nrepeats: 2")
+    >>> out["repeats"], out["conv_channels"]
+    (2, 128)
+    """
+    overrides = _parse_overrides(overrides)
+    size = overrides.get("model_size", fields.get("model_size", "base"))
+    check_choice("model_size", size, MODEL_SIZES)
+    architecture = check_choice(
+        "architecture", fields.get("architecture"), tuple(MODEL_PRESETS)
+    )
+    merged = dict(MODEL_PRESETS[architecture].get(size, {}))
+    merged.update(overrides)
+    return merged
+
+
+def apply_model_size(hparams_file, overrides):
+    """Return ``overrides`` with the preset for ``model_size`` filled in.
+
+    The preset is resolved before hyperpyyaml loads the file, so every model
+    field stays an ordinary top-level field: ``--model_size tiny --d_ffn 512``
+    takes the tiny preset but keeps the explicitly given ``d_ffn``.  The
+    merged overrides are what ``create_experiment_directory`` should save, so
+    ``hyperparams.yaml`` shows the sizes that were really used.
+
+    Arguments
+    ---------
+    hparams_file : str
+        The recipe's YAML file.
+    overrides : dict or str
+        Command-line overrides as returned by ``speechbrain.parse_arguments``.
+
+    Returns
+    -------
+    dict
+    """
+    return apply_model_size_from_fields(read_plain_fields(hparams_file), overrides)
+
+
+def check_hparams(hparams):
+    """Check the separation fields of a loaded recipe, naming the bad one.
+
+    Arguments
+    ---------
+    hparams : dict
+        The loaded hyperparameters.
+
+    Example
+    -------
+    >>> check_hparams({"num_spks": 4})
+    Traceback (most recent call last):
+    ...
+    hardmine.validation.ConfigError: num_spks: must be one of 2, 3, got 4
+    """
+    check_choice("num_spks", hparams.get("num_spks"), (2, 3))
+    check_choice("sample_rate", hparams.get("sample_rate"), (8000, 16000))
+    check_choice("version", hparams.get("version"), ("min", "max"))
+    if hparams.get("training_signal_len") is not None:
+        check_int("training_signal_len", hparams["training_signal_len"], minimum=1)
+    check_int("batch_size", hparams.get("batch_size"), minimum=1)
+    check_int("N_epochs", hparams.get("N_epochs"), minimum=1)
+    check_number("lr", hparams.get("lr"), minimum=0.0, strict=True)
+    check_number("clip_grad_norm", hparams.get("clip_grad_norm"), 0.0, strict=True)
+    check_choice(
+        "precision", hparams.get("precision", "fp32"), ("fp32", "fp16", "bf16")
+    )
+    kernel = check_int("kernel_size", hparams.get("kernel_size"), minimum=2)
+    if kernel % 2:
+        raise ConfigError(
+            "kernel_size", f"must be even (stride is half of it), got {kernel}"
+        )
+    if "mixture" in hparams:
+        check_choice("mixture", hparams["mixture"], ("clean", "both"))
+
+
+def resolve_data_folder(hparams, embedded_default=True):
+    """Return the data folder, building the embedded default if it is null.
+
+    ``data_folder: null`` selects the small WSJ0-2mix-layout set that
+    :func:`hardmine.layouts.default_wsj0mix` generates once and caches.  It
+    only exists with two speakers at 8 kHz ("min" version).
+
+    Arguments
+    ---------
+    hparams : dict
+        The loaded hyperparameters.
+    embedded_default : bool
+        Whether ``null`` may select the embedded WSJ0-2mix set (only the
+        WSJ0Mix recipe has one).
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> resolve_data_folder({"data_folder": "/data/wsj0-mix/2speakers"})
+    '/data/wsj0-mix/2speakers'
+    >>> resolve_data_folder({"data_folder": None, "num_spks": 3})
+    Traceback (most recent call last):
+    ...
+    hardmine.validation.ConfigError: data_folder: the embedded default is a 2-speaker set; give --data_folder for num_spks=3
+    """
+    folder = hparams.get("data_folder")
+    if folder is not None:
+        folder = str(folder)
+        if not folder:
+            raise ConfigError("data_folder", "is empty")
+        return folder
+    if not embedded_default:
+        raise ConfigError("data_folder", "this recipe has no embedded default; give it")
+    if hparams.get("num_spks") != 2:
+        raise ConfigError(
+            "data_folder",
+            "the embedded default is a 2-speaker set; give --data_folder for "
+            f"num_spks={hparams.get('num_spks')}",
+        )
+    if hparams.get("sample_rate") != 8000 or hparams.get("version") != "min":
+        raise ConfigError(
+            "data_folder",
+            "the embedded default is 8 kHz 'min'; give --data_folder for "
+            f"sample_rate={hparams.get('sample_rate')} "
+            f"version={hparams.get('version')}",
+        )
+    from hardmine.layouts import default_wsj0mix
+
+    # Generated once and cached; concurrent ranks wait on a file lock.
+    return str(default_wsj0mix())
+
+
+def load_example(paths, sample_rate, crop_len=None, generator=None):
+    """Load a mixture and its sources, check them and crop them together.
+
+    Arguments
+    ---------
+    paths : list of str
+        Mixture path first, then one path per source.
+    sample_rate : int
+        Expected sampling rate of every file.
+    crop_len : int, optional
+        When given and the files are longer, one random window of this many
+        samples is cut from all of them at the same offset.
+    generator : torch.Generator, optional
+        Random source for the crop offset.
+
+    Returns
+    -------
+    signals : list of torch.Tensor
+        One 1-D float tensor per path, all the same length.
+    problem : str
+        ``""`` when all files are usable, otherwise what went wrong (the
+        signals are then silent placeholders of a plausible length).
+
+    Example
+    -------
+    >>> import tempfile, numpy, soundfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> rng = numpy.random.default_rng(0)
+    >>> names = [os.path.join(tmp.name, f"{n}.wav") for n in ("mix", "s1", "s2")]
+    >>> for name in names:
+    ...     soundfile.write(name, 0.1 * rng.standard_normal(800), 8000)
+    >>> signals, problem = load_example(names, 8000, crop_len=400)
+    >>> [s.shape[0] for s in signals], problem
+    ([400, 400, 400], '')
+    >>> signals, problem = load_example(names, 16000)
+    >>> problem != "" and len(signals) == 3
+    True
+    >>> tmp.cleanup()
+    """
+    from hardmine.audio import load_checked
+
+    signals, problems = [], []
+    for path in paths:
+        signal, problem = load_checked(path, expected_sr=sample_rate)
+        if problem:
+            problems.append(f"{path}: {problem}")
+            signals.append(None)
+            continue
+        signal = torch.as_tensor(signal, dtype=torch.float32)
+        if signal.dim() != 1:
+            problems.append(
+                f"{path}: expected one channel, got shape {tuple(signal.shape)}"
+            )
+            signals.append(None)
+            continue
+        signals.append(signal)
+    lengths = {s.shape[0] for s in signals if s is not None}
+    if not problems and len(lengths) > 1:
+        problems.append(
+            f"{paths[0]}: mixture and sources differ in length ({sorted(lengths)})"
+        )
+    if problems:
+        length = crop_len or (min(lengths) if lengths else sample_rate)
+        return [torch.zeros(length) for _ in paths], "; ".join(problems)
+    length = lengths.pop()
+    if crop_len is not None and length > crop_len:
+        start = int(torch.randint(0, length - crop_len + 1, (1,), generator=generator))
+        signals = [s[start : start + crop_len] for s in signals]
+    return signals, ""
+
+
+def _load_item(*paths, sample_rate, crop_len):
+    signals, problem = load_example(list(paths), sample_rate, crop_len)
+    return (*signals, problem)
+
+
+def build_datasets(hparams, csv_files):
+    """Create the train, valid and test datasets from the prepared CSV files.
+
+    Every item provides ``mix_sig``, ``s1_sig`` ... ``s<num_spks>_sig`` and
+    ``audio_problem`` (``""`` when the audio is fine).  Training items are
+    cropped to ``training_signal_len`` samples when longer (``null`` keeps
+    them whole); valid and test items are never cropped.
+
+    Arguments
+    ---------
+    hparams : dict
+        The loaded hyperparameters (``num_spks``, ``sample_rate``,
+        ``training_signal_len``).
+    csv_files : dict
+        ``{"train": path, "valid": path, "test": path}``.
+
+    Returns
+    -------
+    dict of speechbrain.dataio.dataset.DynamicItemDataset
+    """
+    num_spks = hparams["num_spks"]
+    sample_rate = hparams["sample_rate"]
+    path_keys = ["mix_wav"] + [f"s{i}_wav" for i in range(1, num_spks + 1)]
+    signal_keys = ["mix_sig"] + [f"s{i}_sig" for i in range(1, num_spks + 1)]
+
+    datasets = {}
+    for split in ("train", "valid", "test"):
+        csv_path = csv_files.get(split)
+        if csv_path is None or not os.path.isfile(csv_path):
+            raise ConfigError(
+                "data_folder", f"prepared {split} list {csv_path} is missing"
+            )
+        dataset = sb.dataio.dataset.DynamicItemDataset.from_csv(csv_path)
+        if len(dataset) == 0:
+            raise ConfigError("data_folder", f"the {split} list {csv_path} is empty")
+        first = dataset.data[dataset.data_ids[0]]
+        missing = [key for key in path_keys if key not in first]
+        if missing:
+            raise ConfigError(
+                "num_spks",
+                f"{csv_path} has no column {', '.join(missing)} (num_spks={num_spks})",
+            )
+        crop_len = hparams.get("training_signal_len") if split == "train" else None
+        pipeline = functools.partial(
+            _load_item, sample_rate=sample_rate, crop_len=crop_len
+        )
+        dataset.add_dynamic_item(
+            pipeline, takes=path_keys, provides=signal_keys + ["audio_problem"]
+        )
+        dataset.set_output_keys(["id"] + signal_keys + ["audio_problem"])
+        datasets[split] = dataset
+    return datasets
+
+
+@register_checkpoint_hooks
+class CheckpointSeal:
+    """A recoverable saved last into each checkpoint, proving it is whole.
+
+    SpeechBrain writes a checkpoint's ``CKPT.yaml`` first and its files one
+    after the other, and deletes old checkpoints file by file, so a job
+    killed at the wrong moment (SIGKILL, preemption, out-of-memory) can leave
+    a checkpoint that looks recoverable but is not. The seal's file lists the
+    other files of the checkpoint; it is written after all of them, so a
+    checkpoint whose seal is present and whose listed files all exist is
+    whole (see :func:`set_aside_incomplete_checkpoints`).
+
+    Arguments
+    ---------
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer
+        The checkpointer the seal is registered with, last.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain.utils.checkpoints import Checkpointer
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     ckpt = Checkpointer(tmp, {"counter": torch.nn.Linear(1, 1)})
+    ...     ckpt.add_recoverable(CheckpointSeal.NAME, CheckpointSeal(ckpt))
+    ...     saved = ckpt.save_checkpoint()
+    ...     names = sorted(p.name for p in saved.path.iterdir())
+    ...     seal = json.loads((saved.path / "checkpoint_complete.ckpt").read_text())
+    >>> names, seal
+    (['CKPT.yaml', 'checkpoint_complete.ckpt', 'counter.ckpt'], {'files': ['counter.ckpt']})
+    """
+
+    NAME = "checkpoint_complete"
+
+    def __init__(self, checkpointer):
+        self.checkpointer = checkpointer
+
+    @mark_as_saver
+    def _save(self, path):
+        files = [f"{name}.ckpt" for name in self.checkpointer.recoverables]
+        files.remove(f"{self.NAME}.ckpt")
+        with open(path, "w", encoding="utf-8") as fout:
+            json.dump({"files": files}, fout)
+
+    @mark_as_loader
+    def _load(self, path, end_of_epoch):
+        del path, end_of_epoch  # nothing to restore
+
+
+def _checkpoint_is_whole(path):
+    try:
+        meta = yaml.safe_load((path / "CKPT.yaml").read_text(encoding="utf-8"))
+        seal = json.loads((path / f"{CheckpointSeal.NAME}.ckpt").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    if not isinstance(meta, dict) or not isinstance(seal, dict):
+        return False
+    return all((path / name).is_file() for name in seal.get("files", [None]))
+
+
+def set_aside_incomplete_checkpoints(checkpoints_dir):
+    """Rename checkpoints that were not written (or deleted) to the end.
+
+    A ``CKPT+...`` folder counts as whole when its ``CKPT.yaml`` parses and
+    it holds the :class:`CheckpointSeal` file and every file the seal lists.
+    Others are renamed to ``incomplete-CKPT+...`` (kept for inspection,
+    ignored by SpeechBrain) so that recovery falls back to the latest whole
+    checkpoint.
+
+    Arguments
+    ---------
+    checkpoints_dir : str or pathlib.Path
+        The checkpointer's folder.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The folders that were set aside (their new paths).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain.utils.checkpoints import Checkpointer
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     ckpt = Checkpointer(tmp, {"model": torch.nn.Linear(1, 1)})
+    ...     ckpt.add_recoverable(CheckpointSeal.NAME, CheckpointSeal(ckpt))
+    ...     whole = ckpt.save_checkpoint(name="whole")
+    ...     torn = ckpt.save_checkpoint(name="torn")
+    ...     os.remove(torn.path / "model.ckpt")
+    ...     moved = set_aside_incomplete_checkpoints(tmp)
+    ...     [p.name for p in moved], [c.path.name for c in ckpt.list_checkpoints()]
+    (['incomplete-CKPT+torn'], ['CKPT+whole'])
+    """
+    folder = pathlib.Path(checkpoints_dir)
+    moved = []
+    if not folder.is_dir():
+        return moved
+    for path in sorted(folder.iterdir()):
+        if not (path.is_dir() and path.name.startswith("CKPT")):
+            continue
+        if _checkpoint_is_whole(path):
+            continue
+        target = folder / f"incomplete-{path.name}"
+        suffix = 0
+        while target.exists():
+            suffix += 1
+            target = folder / f"incomplete-{path.name}.{suffix}"
+        path.rename(target)
+        logger.warning(
+            "Checkpoint %s is incomplete (the job stopped while saving or "
+            "deleting it); moved to %s, recovery uses the last whole one",
+            path,
+            target,
+        )
+        moved.append(target)
+    return moved
+
+
+class SeparationBrain(HardMiningBrain):
+    """Mask-based separation (SepFormer, Conv-TasNet) with hard-example mining.
+
+    Expects the modules ``encoder``, ``masknet`` and ``decoder`` and the
+    hparams ``num_spks``, ``lr_scheduler``, ``train_logger``,
+    ``epoch_counter``, ``test_results`` and ``test_summary``.
+
+    Arguments
+    ---------
+    *args, **kwargs
+        Passed to :class:`hardmine.brain.HardMiningBrain`.
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> from speechbrain.lobes.models.conv_tasnet import MaskNet
+    >>> from speechbrain.lobes.models.dual_path import Decoder, Encoder
+    >>> modules = {
+    ...     "encoder": Encoder(kernel_size=16, out_channels=8),
+    ...     "masknet": MaskNet(8, 8, 8, 3, 1, 1, 2),
+    ...     "decoder": Decoder(
+    ...         in_channels=8, out_channels=1, kernel_size=16, stride=8, bias=False
+    ...     ),
+    ... }
+    >>> brain = SeparationBrain(modules, hparams={"num_spks": 2})
+    >>> mix = torch.randn(3, 805)
+    >>> sources = [torch.randn(3, 805), torch.randn(3, 805)]
+    >>> batch = SimpleNamespace(
+    ...     mix_sig=(mix, torch.ones(3)),
+    ...     s1_sig=(sources[0], torch.ones(3)),
+    ...     s2_sig=(sources[1], torch.ones(3)),
+    ... )
+    >>> estimates, targets = brain.compute_forward(batch, sb.Stage.VALID)
+    >>> estimates.shape, targets.shape
+    (torch.Size([3, 805, 2]), torch.Size([3, 805, 2]))
+    >>> swapped = targets.flip(-1)  # right sources, wrong order: PIT undoes it
+    >>> float(brain.compute_objectives((swapped, targets), batch, sb.Stage.VALID)) < -60
+    True
+    """
+
+    def on_fit_start(self):
+        """Drop torn checkpoints, recover, then seal every future checkpoint."""
+        if self.checkpointer is not None:
+            sb.utils.distributed.run_on_main(
+                set_aside_incomplete_checkpoints,
+                args=[self.checkpointer.checkpoints_dir],
+            )
+        super().on_fit_start()
+        if (
+            self.checkpointer is not None
+            and CheckpointSeal.NAME not in self.checkpointer.recoverables
+        ):
+            # Registered after every other recoverable, so it is saved last.
+            self.checkpointer.add_recoverable(
+                CheckpointSeal.NAME,
+                CheckpointSeal(self.checkpointer),
+                optional_load=True,
+            )
+
+    def separate(self, mix):
+        """Estimate the sources of a batch of mixtures.
+
+        Arguments
+        ---------
+        mix : torch.Tensor
+            Mixtures, shape [B, T].
+
+        Returns
+        -------
+        torch.Tensor
+            Estimated sources, shape [B, T, num_spks].
+        """
+        features = self.modules.encoder(mix)  # [B, N, L]
+        masks = self.modules.masknet(features)  # [num_spks, B, N, L]
+        estimates = torch.stack(
+            [self.modules.decoder(features * mask) for mask in masks], dim=-1
+        )
+        if estimates.dim() == 2:  # the decoder squeezes a batch of one
+            estimates = estimates.unsqueeze(0)
+        # The transposed convolution returns a few samples less or more.
+        length = mix.shape[1]
+        if estimates.shape[1] < length:
+            estimates = torch.nn.functional.pad(
+                estimates, (0, 0, 0, length - estimates.shape[1])
+            )
+        return estimates[:, :length, :]
+
+    def compute_forward(self, batch, stage):
+        """Separate the batch's mixtures.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            Has ``mix_sig`` and ``s<i>_sig`` for each source.
+        stage : speechbrain.Stage
+            Unused; the model is the same in all stages.
+
+        Returns
+        -------
+        estimates, targets : torch.Tensor
+            Both of shape [B, T, num_spks].
+        """
+        mix = batch.mix_sig[0].to(self.device)
+        targets = torch.stack(
+            [
+                getattr(batch, f"s{i}_sig")[0]
+                for i in range(1, self.hparams.num_spks + 1)
+            ],
+            dim=-1,
+        ).to(self.device)
+        return self.separate(mix), targets
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Return the per-example negative SI-SNR (best permutation), shape [B].
+
+        In the test stage the per-utterance metrics are also recorded.
+
+        Arguments
+        ---------
+        predictions : tuple
+            ``(estimates, targets)`` from :meth:`compute_forward`.
+        batch : PaddedBatch
+            The batch.
+        stage : speechbrain.Stage
+            The stage.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        estimates, targets = predictions
+        loss = get_si_snr_with_pitwrapper(targets, estimates)
+        if stage == sb.Stage.TEST:
+            self._record_test_metrics(estimates, targets, batch)
+        return loss
+
+    def _record_test_metrics(self, estimates, targets, batch):
+        from hardmine.sep_metrics import utterance_metrics
+
+        mix, rel_lengths = batch.mix_sig
+        problems = getattr(batch, "audio_problem", None) or [""] * mix.shape[0]
+        for i, snt_id in enumerate(batch.id):
+            if problems[i]:
+                continue
+            length = int(round(float(rel_lengths[i]) * mix.shape[1]))
+            metrics = utterance_metrics(
+                mix[i, :length].detach().cpu().float(),
+                estimates[i, :length].detach().cpu().float(),
+                targets[i, :length].detach().cpu().float(),
+            )
+            self.test_rows.append({"snt_id": snt_id, **metrics})
+
+    def on_stage_start(self, stage, epoch=None):
+        """Reset the per-utterance test rows at the start of the test stage."""
+        super().on_stage_start(stage, epoch)
+        if stage == sb.Stage.TEST:
+            self.test_rows = []
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log the epoch, step the scheduler, checkpoint, write test results."""
+        super().on_stage_end(stage, stage_loss, epoch)
+        stats = {"si-snr": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {**stats, **dict(getattr(self, "mining_stats", {}))}
+        elif stage == sb.Stage.VALID:
+            current_lr, next_lr = self.hparams.lr_scheduler(
+                [self.optimizer], epoch, stage_loss
+            )
+            sb.nnet.schedulers.update_learning_rate(self.optimizer, next_lr)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": current_lr},
+                train_stats=getattr(self, "train_stats", None),
+                valid_stats=stats,
+            )
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
+                    meta={"si-snr": stage_loss}, min_keys=["si-snr"]
+                )
+        elif stage == sb.Stage.TEST:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch loaded": self.hparams.epoch_counter.current},
+                test_stats=stats,
+            )
+            if sb.utils.distributed.if_main_process():
+                from hardmine.sep_metrics import write_test_results
+
+                write_test_results(
+                    self.test_rows,
+                    self.hparams.test_results,
+                    self.hparams.test_summary,
+                )
+                logger.info(
+                    "Per-utterance test metrics written to %s",
+                    self.hparams.test_results,
+                )

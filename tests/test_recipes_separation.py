@@ -1,0 +1,611 @@
+"""The separation recipes (WSJ0Mix, LibriMix): YAML files, presets, data
+pipeline, SeparationBrain, and end-to-end runs of train.py on generated data
+in each real layout (including a SIGKILL in the middle of an epoch)."""
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import speechbrain as sb
+import torch
+import yaml
+from hyperpyyaml import load_hyperpyyaml
+
+from hardmine import separation
+from hardmine.layouts import make_librimix, make_wsj0mix
+from hardmine.validation import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {
+    "WSJ0Mix": ROOT / "recipes" / "WSJ0Mix" / "separation",
+    "LibriMix": ROOT / "recipes" / "LibriMix" / "separation",
+}
+VARIANTS = ("sepformer_isbl", "sepformer_robust", "sepformer_curriculum")
+SECTIONS = ("Experiment", "Data", "Model", "Training", "Mining", "Checkpoints and logs")
+BANNER = re.compile(r"^# ####### (.+) #######$")
+
+
+def yaml_path(recipe, name):
+    return RECIPES[recipe] / "hparams" / f"{name}.yaml"
+
+
+def split_sections(text):
+    """Map banner name -> the lines under it (header lines under None)."""
+    sections, current = {None: []}, None
+    for line in text.splitlines():
+        match = BANNER.match(line)
+        if match:
+            current = match.group(1)
+            assert current not in sections, f"section {current} appears twice"
+            sections[current] = []
+        sections[current].append(line)
+    return sections
+
+
+def load(recipe, name, overrides=None):
+    path = yaml_path(recipe, name)
+    overrides = dict(overrides or {})
+    if recipe == "LibriMix":
+        overrides.setdefault("data_folder", "/nowhere")
+    overrides = separation.apply_model_size(str(path), overrides)
+    with open(path) as fin:
+        return load_hyperpyyaml(fin, overrides)
+
+
+def n_params(hparams):
+    return sum(p.numel() for m in hparams["modules"].values() for p in m.parameters())
+
+
+# --------------------------------------------------------------- YAML files
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_variants_differ_from_baseline_only_in_mining_section(recipe):
+    base = split_sections(yaml_path(recipe, "sepformer").read_text())
+    assert list(base)[1:] == list(SECTIONS)
+    mining_keys = {}
+    for variant in VARIANTS:
+        sections = split_sections(yaml_path(recipe, variant).read_text())
+        assert list(sections) == list(base)
+        for name in sections:
+            if name != "Mining":
+                assert sections[name] == base[name], f"{variant}: section {name}"
+        assert sections["Mining"] != base["Mining"]
+        mining_keys[variant] = {
+            line.split(":")[0]
+            for line in sections["Mining"]
+            if line and not line.startswith((" ", "#"))
+        }
+    # The baseline policies stay in every variant; each adds its mechanism.
+    for keys in mining_keys.values():
+        assert {"threshold_filter", "loss_limit", "threshold"} <= keys
+    assert "mining_sampler" in mining_keys["sepformer_isbl"]
+    assert "reweighting" in mining_keys["sepformer_robust"]
+    assert "reweighting" in mining_keys["sepformer_curriculum"]
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_convtasnet_shares_all_but_the_model(recipe):
+    base = split_sections(yaml_path(recipe, "sepformer").read_text())
+    ctn = split_sections(yaml_path(recipe, "convtasnet").read_text())
+    assert list(ctn) == list(base)
+    for name in ("Data", "Training", "Mining", "Checkpoints and logs"):
+        assert ctn[name] == base[name], name
+    assert ctn["Model"] != base["Model"]
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("name", ("sepformer", "convtasnet") + VARIANTS)
+def test_yaml_loads_with_baseline_semantics(recipe, name):
+    h = load(recipe, name, {"model_size": "tiny"})
+    separation.check_hparams(h)
+    assert h["threshold_filter"].threshold == -30
+    assert h["loss_limit"].loss_upper_lim == 999999
+    assert (h["lr"], h["batch_size"], h["clip_grad_norm"]) == (0.00015, 1, 5)
+    assert h["max_grad_norm"] == h["clip_grad_norm"]
+    assert h["optimizer"].func is torch.optim.Adam
+    # Every output path derives from output_folder.
+    out = h["output_folder"]
+    for key in ("save_folder", "train_log", "test_results", "test_summary"):
+        assert h[key].startswith(out + "/"), key
+    assert out.endswith(f"{h['mining_variant']}/{h['seed']}")
+    if name == "sepformer_isbl":
+        sampler = h["mining_sampler"]
+        assert sampler.keywords["transform"] == "db_to_power"
+        assert sampler.keywords["batch_size"] == h["batch_size"]
+    if name == "sepformer_robust":
+        assert h["reweighting"].mode == "robust"
+    if name == "sepformer_curriculum":
+        assert h["reweighting"].mode == "curriculum"
+        t = [h["reweighting"].temperature(epoch, 0) for epoch in (1, 5, 50)]
+        assert t[0] < t[1] < t[2]
+
+
+def test_data_folder_defaults():
+    wsj = yaml.load(
+        yaml_path("WSJ0Mix", "sepformer").read_text(), Loader=separation._PlainLoader
+    )
+    assert wsj["data_folder"] is None  # the embedded default
+    path = yaml_path("LibriMix", "sepformer")
+    with pytest.raises(ValueError, match="data_folder"):
+        with open(path) as fin:
+            load_hyperpyyaml(fin, separation.apply_model_size(str(path), {}))
+
+
+# ------------------------------------------------------------- model sizes
+def test_model_size_tiny_base_and_overrides():
+    for recipe in RECIPES:
+        for arch in ("sepformer", "convtasnet"):
+            path = str(yaml_path(recipe, arch))
+            fields = yaml.load(Path(path).read_text(), Loader=separation._PlainLoader)
+            assert fields["architecture"] == arch and fields["model_size"] == "base"
+            preset = separation.MODEL_PRESETS[arch]["tiny"]
+            assert set(preset) <= set(fields)  # every preset key is a YAML field
+            assert separation.apply_model_size(path, {}) == {}
+            assert separation.apply_model_size(path, "model_size: tiny") == {
+                **preset,
+                "model_size": "tiny",
+            }
+    # The presets reach the modules: tiny is far smaller than base, which is
+    # SpeechBrain's SepFormer size (about 26 M parameters).
+    base = n_params(load("WSJ0Mix", "sepformer"))
+    tiny = n_params(load("WSJ0Mix", "sepformer", {"model_size": "tiny"}))
+    assert 25e6 < base < 27e6 and tiny * 50 < base
+    ctn = load("LibriMix", "convtasnet", {"model_size": "tiny"})
+    assert ctn["MaskNet"].mask_conv1x1.conv.out_channels == 2 * 64
+    # A field given explicitly wins over the preset.
+    h = load("WSJ0Mix", "sepformer", {"model_size": "tiny", "d_ffn": 96})
+    assert (h["d_ffn"], h["N_encoder_out"]) == (96, 64)
+    assert h["SBtfintra"].mdl.layers[0].pos_ffn.ffn[0].out_features == 96
+    assert len(h["SBtfinter"].mdl.layers) == 1 and h["MaskNet"].K == 100
+
+
+def test_model_size_errors_name_the_field(tmp_path):
+    path = str(yaml_path("WSJ0Mix", "sepformer"))
+    with pytest.raises(ConfigError, match="^model_size: .*'huge'"):
+        separation.apply_model_size(path, "model_size: huge")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("architecture: dprnn\nmodel_size: tiny\n")
+    with pytest.raises(ConfigError, match="^architecture"):
+        separation.apply_model_size(str(bad), {})
+
+
+def test_check_hparams_names_the_field():
+    good = load("WSJ0Mix", "sepformer", {"model_size": "tiny"})
+    separation.check_hparams(good)
+    for field, value in [
+        ("num_spks", 1),
+        ("sample_rate", 44100),
+        ("version", "mid"),
+        ("training_signal_len", 0),
+        ("batch_size", 0),
+        ("lr", -1.0),
+        ("clip_grad_norm", 0),
+        ("precision", "fp8"),
+        ("kernel_size", 15),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{field}:"):
+            separation.check_hparams({**good, field: value})
+
+
+def test_resolve_data_folder(monkeypatch, tmp_path):
+    import hardmine.layouts
+
+    calls = []
+
+    def fake_default(cache_dir=None):
+        calls.append(cache_dir)
+        return str(tmp_path)
+
+    monkeypatch.setattr(hardmine.layouts, "default_wsj0mix", fake_default)
+    h = {"data_folder": None, "num_spks": 2, "sample_rate": 8000, "version": "min"}
+    assert separation.resolve_data_folder(h) == str(tmp_path)
+    assert calls == [None]
+    for change in ({"num_spks": 3}, {"sample_rate": 16000}, {"version": "max"}):
+        with pytest.raises(ConfigError, match="^data_folder"):
+            separation.resolve_data_folder({**h, **change})
+    with pytest.raises(ConfigError, match="no embedded default"):
+        separation.resolve_data_folder(h, embedded_default=False)
+    assert calls == [None]
+    given = {**h, "data_folder": "/data/wsj0-mix/2speakers"}
+    assert separation.resolve_data_folder(given) == "/data/wsj0-mix/2speakers"
+
+
+# ------------------------------------------------------------ data pipeline
+def _write(path, x, sr=8000):
+    sf.write(str(path), x, sr, subtype="FLOAT")
+    return str(path)
+
+
+def test_load_example_crops_all_files_at_one_offset(tmp_path):
+    n = 4000
+    t = np.arange(n, dtype=np.float64)
+    s1 = 0.3 * np.sin(t / 7.0) + 1e-5 * t  # the ramp pins the offset
+    s2 = 0.2 * np.cos(t / 3.0)
+    paths = [
+        _write(tmp_path / "mix.wav", s1 + s2),
+        _write(tmp_path / "s1.wav", s1),
+        _write(tmp_path / "s2.wav", s2),
+    ]
+    starts = set()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        (mix, a, b), problem = separation.load_example(paths, 8000, 1000, gen)
+        assert problem == "" and mix.shape == a.shape == b.shape == (1000,)
+        torch.testing.assert_close(mix, a + b, atol=1e-6, rtol=0)
+        start = int(np.argmin(np.abs(s1 - float(a[0]))))
+        np.testing.assert_allclose(a.numpy(), s1[start : start + 1000], atol=1e-6)
+        starts.add(start)
+    assert len(starts) > 10  # random offsets, not always the same window
+    # Shorter than the crop, or no crop: whole files.
+    (mix, _, _), _ = separation.load_example(paths, 8000, 5000)
+    assert mix.shape == (n,)
+    (mix, _, _), _ = separation.load_example(paths, 8000, None)
+    assert mix.shape == (n,)
+
+
+def test_load_example_reports_problems(tmp_path):
+    x = 0.1 * np.random.default_rng(0).standard_normal(800)
+    ok = _write(tmp_path / "ok.wav", x)
+    short = _write(tmp_path / "short.wav", x[:500])
+    silent = _write(tmp_path / "silent.wav", np.zeros(800))
+    missing = str(tmp_path / "missing.wav")
+    for paths, needle in [
+        ([ok, ok, silent], "silent.wav: silent"),
+        ([ok, missing, ok], "missing.wav: unreadable"),
+        ([ok, ok, short], "differ in length"),
+    ]:
+        signals, problem = separation.load_example(paths, 8000, None)
+        assert needle in problem
+        assert len({s.shape for s in signals}) == 1 and len(signals) == 3
+        assert all(float(s.abs().sum()) == 0 for s in signals)
+    _, problem = separation.load_example([ok, ok, ok], 16000, None)
+    assert "wrong-sample-rate" in problem
+
+
+def _prepare(recipe, data, save, **kwargs):
+    sys.path.insert(0, str(RECIPES[recipe]))
+    try:
+        if recipe == "WSJ0Mix":
+            from prepare_wsj0mix import prepare_wsjmix as prepare
+        else:
+            from prepare_librimix import prepare_librimix as prepare
+    finally:
+        sys.path.pop(0)
+    return prepare(data, save, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def wsj3(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wsj3")
+    root = make_wsj0mix(
+        str(tmp / "data"), n_spks=3, sizes={"tr": 3, "cv": 2, "tt": 3}, seconds=0.5
+    )
+    return _prepare("WSJ0Mix", root, str(tmp / "save"), n_spks=3)
+
+
+def test_build_datasets_three_speakers(wsj3):
+    h = {"num_spks": 3, "sample_rate": 8000, "training_signal_len": 1000}
+    sets = separation.build_datasets(h, wsj3)
+    item = sets["train"][0]
+    assert item["audio_problem"] == ""
+    assert {k for k in item if k.endswith("_sig")} == {
+        "mix_sig",
+        "s1_sig",
+        "s2_sig",
+        "s3_sig",
+    }
+    assert item["mix_sig"].shape == (1000,)  # cropped
+    torch.testing.assert_close(
+        item["mix_sig"],
+        item["s1_sig"] + item["s2_sig"] + item["s3_sig"],
+        atol=2e-4,
+        rtol=0,
+    )
+    assert sets["valid"][0]["mix_sig"].shape == (4000,)  # never cropped
+    assert len(sets["test"]) == 3
+    with pytest.raises(ConfigError, match="^num_spks"):
+        separation.build_datasets({**h, "num_spks": 4}, wsj3)
+    with pytest.raises(ConfigError, match="^data_folder"):
+        separation.build_datasets(h, {**wsj3, "test": "/nowhere/tt.csv"})
+
+
+def _test_hparams(tmp_path, num_spks):
+    return {
+        "num_spks": num_spks,
+        "sample_rate": 8000,
+        "training_signal_len": None,
+        "train_logger": sb.utils.train_logger.FileTrainLogger(
+            str(tmp_path / "log.txt")
+        ),
+        "epoch_counter": sb.utils.epoch_loop.EpochCounter(1),
+        "test_results": str(tmp_path / "out" / "test_results.csv"),
+        "test_summary": str(tmp_path / "out" / "test_summary.json"),
+    }
+
+
+def test_separation_brain_forward_loss_and_test_metrics(wsj3, tmp_path):
+    h = load("WSJ0Mix", "convtasnet", {"model_size": "tiny", "num_spks": 3})
+    hp = _test_hparams(tmp_path, 3)
+    brain = separation.SeparationBrain(
+        h["modules"], hparams=hp, run_opts={"device": "cpu"}
+    )
+    sets = separation.build_datasets(hp, wsj3)
+    # Break one test file: the example is left out of loss and metrics.
+    broken_id = sets["test"].data_ids[1]
+    broken = sets["test"].data[broken_id]["s2_wav"]
+    with open(broken, "wb") as fout:
+        fout.write(b"not a wav file")
+    loss = brain.evaluate(sets["test"], test_loader_kwargs={"batch_size": 2})
+    assert np.isfinite(loss)
+    with open(hp["test_results"]) as fin:
+        rows = list(csv.DictReader(fin))
+    ids = [r["snt_id"] for r in rows]
+    assert ids[-1] == "avg" and broken_id not in ids and len(ids) == 3
+    assert set(rows[0]) == {"snt_id", "sdr", "sdr_i", "si-snr", "si-snr_i"}
+    summary = json.loads(Path(hp["test_summary"]).read_text())
+    assert summary["count"] == 2
+
+    # The loss is the per-example negative SI-SNR with the best permutation.
+    batch = next(
+        iter(sb.dataio.dataloader.make_dataloader(sets["valid"], batch_size=2))
+    )
+    estimates, targets = brain.compute_forward(batch, sb.Stage.TRAIN)
+    assert estimates.shape == targets.shape == (2, 4000, 3)
+    losses = brain._recipe_objectives((estimates, targets), batch, sb.Stage.TRAIN)
+    assert losses.shape == (2,)
+    perfect = brain._recipe_objectives(
+        (targets[..., [2, 0, 1]], targets), batch, sb.Stage.TRAIN
+    )
+    assert bool((perfect < -60).all()) and bool((losses > perfect).all())
+
+
+@pytest.mark.parametrize("arch", ["sepformer", "convtasnet"])
+@pytest.mark.parametrize("batch_size, length", [(1, 803), (2, 1600)])
+def test_separate_keeps_the_input_length(arch, batch_size, length):
+    h = load("WSJ0Mix", arch, {"model_size": "tiny"})
+    brain = separation.SeparationBrain(
+        h["modules"], hparams={"num_spks": 2}, run_opts={"device": "cpu"}
+    )
+    out = brain.separate(torch.randn(batch_size, length))
+    assert out.shape == (batch_size, length, 2)
+
+
+# ---------------------------------------------------------- end to end runs
+def run_recipe(recipe, hparams, out, *args, timeout=240):
+    cmd = [
+        sys.executable,
+        "train.py",
+        f"hparams/{hparams}.yaml",
+        "--model_size",
+        "tiny",
+        "--output_folder",
+        str(out),
+        "--num_workers",
+        "0",
+        "--noprogressbar",
+        *args,
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=RECIPES[recipe],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return proc
+
+
+def check_outputs(out, n_test, n_epochs=1):
+    log = (out / "train_log.txt").read_text().splitlines()
+    assert [line.split(",")[0] for line in log[:n_epochs]] == [
+        f"epoch: {e}" for e in range(1, n_epochs + 1)
+    ]
+    assert "train batches:" in log[0] and "valid si-snr:" in log[0]
+    with open(out / "test_results.csv") as fin:
+        rows = list(csv.DictReader(fin))
+    assert len(rows) == n_test + 1 and rows[-1]["snt_id"] == "avg"
+    for row in rows:
+        assert all(np.isfinite(float(row[k])) for k in ("sdr", "si-snr_i"))
+    summary = json.loads((out / "test_summary.json").read_text())
+    assert summary["count"] == n_test
+    return log
+
+
+@pytest.mark.slow
+def test_wsj0_2mix_isbl_one_epoch_with_overrides(tmp_path):
+    data = make_wsj0mix(
+        str(tmp_path / "data"), sizes={"tr": 6, "cv": 2, "tt": 3}, seconds=0.5
+    )
+    out = tmp_path / "run"
+    run_recipe(
+        "WSJ0Mix",
+        "sepformer_isbl",
+        out,
+        "--data_folder",
+        data,
+        "--isbl_alpha",
+        "0.5",
+        "--threshold",
+        "-20",
+        "--batch_size",
+        "2",
+        "--N_epochs",
+        "1",
+    )
+    saved = yaml.load(
+        (out / "hyperparams.yaml").read_text(), Loader=separation._PlainLoader
+    )
+    assert saved["isbl_alpha"] == 0.5 and saved["threshold"] == -20
+    assert saved["model_size"] == "tiny" and saved["N_encoder_out"] == 64
+    text = (out / "hyperparams.yaml").read_text()
+    assert re.search(r"^mining_sampler: !name:hardmine.isbl.ISBLSampler$", text, re.M)
+    assert re.search(r"^  alpha: 0.5$", text, re.M)
+    assert re.search(r"^  threshold: -20$", text, re.M)
+    log = check_outputs(out, n_test=3)
+    assert "train sampler_coverage" in log[0]  # mining stats merged into the log
+    stats = json.loads((out / "mining_stats.jsonl").read_text().splitlines()[0])
+    assert stats["epoch"] == 1 and stats["batches"] == 3 and stats["examples"] == 6
+
+
+@pytest.mark.slow
+def test_wsj0_3mix_convtasnet_one_epoch(tmp_path):
+    data = make_wsj0mix(
+        str(tmp_path / "data"),
+        n_spks=3,
+        version="max",
+        sizes={"tr": 4, "cv": 2, "tt": 2},
+        seconds=0.5,
+    )
+    out = tmp_path / "run"
+    run_recipe(
+        "WSJ0Mix",
+        "convtasnet",
+        out,
+        "--data_folder",
+        data,
+        "--num_spks",
+        "3",
+        "--version",
+        "max",
+        "--N_epochs",
+        "1",
+        "--training_signal_len",
+        "2000",
+    )
+    check_outputs(out, n_test=2)
+    with open(out / "save" / "wsj_tr.csv") as fin:
+        assert "s3_wav" in next(csv.reader(fin))
+
+
+@pytest.mark.slow
+def test_librimix_noisy_robust_one_epoch(tmp_path):
+    data = make_librimix(
+        str(tmp_path / "data"), sizes={"train": 4, "dev": 2, "test": 2}, seconds=0.5
+    )
+    out = tmp_path / "run"
+    run_recipe(
+        "LibriMix",
+        "sepformer_robust",
+        out,
+        "--data_folder",
+        data,
+        "--mixture",
+        "both",
+        "--batch_size",
+        "2",
+        "--N_epochs",
+        "1",
+    )
+    log = check_outputs(out, n_test=2)
+    assert "train temperature: 2.00" in log[0]
+    with open(out / "save" / "libri2mix_train.csv") as fin:
+        row = next(csv.DictReader(fin))
+    assert "mix_both" in row["mix_wav"] and row["noise_wav"]
+
+
+def _loaded_checkpoint(log_text):
+    found = re.findall(r"Loading a checkpoint from (\S+)", log_text)
+    return found[0] if found else None
+
+
+def _sealed_checkpoints(save):
+    return [
+        p for p in sorted(save.glob("CKPT+*")) if separation._checkpoint_is_whole(p)
+    ]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_resumes_from_checkpoint(tmp_path):
+    data = make_wsj0mix(
+        str(tmp_path / "data"), sizes={"tr": 24, "cv": 2, "tt": 2}, seconds=1.0
+    )
+    out = tmp_path / "run"
+    args = [
+        "--data_folder",
+        data,
+        "--N_epochs",
+        "1",
+        "--ckpt_interval_minutes",
+        "0",
+        "--ckpt_interval_steps",
+        "3",
+    ]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "hparams/sepformer_isbl.yaml",
+        "--model_size",
+        "tiny",
+        "--output_folder",
+        str(out),
+        "--num_workers",
+        "0",
+        "--noprogressbar",
+        *args,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=RECIPES["WSJ0Mix"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if _sealed_checkpoints(out / "save"):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "training ended before an intra-epoch checkpoint"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "train_log.txt").exists()  # killed inside epoch 1
+
+    # Also leave a newer checkpoint torn as a kill during saving would: its
+    # CKPT.yaml is there but its files are not all written.
+    sealed = _sealed_checkpoints(out / "save")[-1]
+    torn = out / "save" / "CKPT+9999-torn"
+    shutil.copytree(sealed, torn)
+    meta = yaml.safe_load((torn / "CKPT.yaml").read_text())
+    meta["unixtime"] += 1000
+    (torn / "CKPT.yaml").write_text(yaml.safe_dump(meta))
+    for name in ("optimizer.ckpt", "masknet.ckpt"):
+        (torn / name).unlink()
+
+    # What each whole checkpoint holds (the resumed run deletes them later).
+    saved = {}
+    for ckpt in _sealed_checkpoints(out / "save"):
+        meta = yaml.safe_load((ckpt / "CKPT.yaml").read_text())
+        saved[str(ckpt)] = {
+            "intra": meta.get("brain_intra_epoch_ckpt") is True,
+            "done": int((ckpt / "dataloader-TRAIN.ckpt").read_text()),
+            "sampler": (ckpt / "mining_sampler.ckpt").is_file(),
+        }
+    assert saved
+
+    log_before = (out / "log.txt").read_text()
+    run_recipe("WSJ0Mix", "sepformer_isbl", out, *args)
+    resumed = _loaded_checkpoint((out / "log.txt").read_text()[len(log_before) :])
+    assert (out / "save" / "incomplete-CKPT+9999-torn").is_dir()
+    assert resumed in saved  # the newest whole checkpoint, not the torn one
+    state = saved[resumed]
+    assert state["intra"] and state["sampler"]
+    assert state["done"] > 0 and state["done"] % 3 == 0
+    # The resumed epoch ran only the batches left after the checkpoint.
+    stats = json.loads((out / "mining_stats.jsonl").read_text().splitlines()[-1])
+    assert stats["epoch"] == 1 and stats["batches"] == 24 - state["done"]
+    check_outputs(out, n_test=2)
