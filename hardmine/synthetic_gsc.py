@@ -332,6 +332,17 @@ def _background(name, seconds, sr, rng):
     return out.astype(np.float32)
 
 
+def _utterance_noise(rng, n):
+    """White or pink (1/f power) noise of unit scale."""
+    white = rng.standard_normal(n)
+    if rng.random() < 0.5:
+        return white
+    spectrum = np.fft.rfft(white)
+    spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
+    spectrum[0] = 0
+    return np.fft.irfft(spectrum, n)
+
+
 def _speaker_ids(rng, n):
     ids = set()
     while len(ids) < n:
@@ -348,7 +359,7 @@ def generate_gsc(
     test_speakers=2,
     background_seconds=20.0,
     sample_rate=16000,
-    noise_level=0.01,
+    snr_db=(0.0, 20.0),
     short_fraction=0.1,
     seed=0,
 ):
@@ -371,8 +382,10 @@ def generate_gsc(
         Length of each ``_background_noise_`` file.
     sample_rate : int
         Sampling rate of every file.
-    noise_level : float
-        Standard deviation of the white noise added to each utterance.
+    snr_db : (float, float)
+        Each utterance gets white or pink noise at a signal-to-noise ratio
+        drawn uniformly from this range (in dB, over the word's span), so some
+        utterances are hard to hear.
     short_fraction : float
         Fraction of clips cut shorter than 1 s (as some real ones are).
     seed : int
@@ -399,6 +412,14 @@ def generate_gsc(
     check_number("background_seconds", background_seconds, minimum=1.0)
     check_number("short_fraction", short_fraction, minimum=0.0, maximum=1.0)
     sr = check_int("sample_rate", sample_rate, minimum=8000)
+    try:
+        snr_low, snr_high = (float(v) for v in snr_db)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            "snr_db", f"must be a (low, high) pair, got {snr_db!r}"
+        ) from None
+    if snr_low > snr_high:
+        raise ConfigError("snr_db", f"low {snr_low} is above high {snr_high}")
 
     rng = np.random.default_rng(seed)
     specs = _distinct_specs(words)
@@ -423,8 +444,14 @@ def generate_gsc(
                     length = max(int(rng.uniform(0.7, 0.95) * clip), len(wav))
                 out = np.zeros(length, dtype=np.float32)
                 onset = int(rng.integers(0, length - len(wav) + 1))
-                out[onset : onset + len(wav)] = wav * rng.uniform(0.2, 0.6)
-                out += noise_level * rng.standard_normal(length).astype(np.float32)
+                word_audio = wav * rng.uniform(0.2, 0.6)
+                out[onset : onset + len(wav)] = word_audio
+                noise = _utterance_noise(rng, length)
+                snr = rng.uniform(snr_low, snr_high)
+                gain = np.sqrt(
+                    np.mean(word_audio**2) / 10 ** (snr / 10) / np.mean(noise**2)
+                )
+                out += (gain * noise).astype(np.float32)
                 rel = f"{word}/{spk}_nohash_{rep}.wav"
                 sf.write(
                     os.path.join(root, rel), np.clip(out, -1, 1), sr, subtype="PCM_16"

@@ -1,0 +1,314 @@
+"""Keyword spotting on Speech Commands: data pipeline and the training Brain.
+
+The recipe in ``recipes/GoogleSpeechCommands/kws`` is a thin script over this
+module:
+
+* :func:`dataio_prep` turns the prepared CSV files (ID, duration, wav, start,
+  stop, command, pool) into SpeechBrain datasets whose items carry ``sig``
+  (a fixed-length clip), ``command`` (the label string), ``command_encoded``,
+  ``pool`` and ``audio_problem``, and builds the label encoder;
+* :class:`KWSBrain` classifies Fbank features with a compact x-vector network,
+  returns one NLL per example (so the mining policies of
+  :class:`~hardmine.brain.HardMiningBrain` apply), and scores the validation
+  and test sets with :mod:`hardmine.kws_metrics`.
+
+Example
+-------
+>>> ordered_labels(["_unknown_", "no", "_silence_", "yes", "no"], ["yes", "no"])
+['yes', 'no', '_silence_', '_unknown_']
+"""
+
+import csv
+import logging
+import os
+
+import speechbrain as sb
+import torch
+import torch.nn.functional as F
+from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.dataio.encoder import CategoricalEncoder
+
+from hardmine.brain import AUDIO_PROBLEM_FIELD, HardMiningBrain
+from hardmine.kws_metrics import KWSResults
+from hardmine.validation import ConfigError, check_int
+
+__all__ = ["KWSBrain", "dataio_prep", "ordered_labels", "keywords_of", "read_clip"]
+
+logger = logging.getLogger(__name__)
+
+KEYWORD_ORDER = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+
+
+def ordered_labels(labels, keywords):
+    """Distinct labels, keywords first (in the given order), the rest sorted."""
+    present = set(labels)
+    head = [k for k in keywords if k in present]
+    return head + sorted(present - set(head))
+
+
+def keywords_of(csv_path, target_pool="targets"):
+    """Labels of the rows of ``csv_path`` whose pool is ``target_pool``.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "train.csv")
+    ...     with open(path, "w") as f:
+    ...         _ = f.write("ID,command,pool\\na,no,targets\\nb,_unknown_,negatives\\nc,yes,targets\\n")
+    ...     keywords_of(path)
+    ['yes', 'no']
+    """
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for column in ("command", "pool"):
+        if rows and column not in rows[0]:
+            raise ConfigError("train_csv", f"{csv_path} has no {column!r} column")
+    found = {r["command"] for r in rows if r["pool"] == target_pool}
+    return ordered_labels(found, KEYWORD_ORDER) if found else []
+
+
+def read_clip(path, start, stop, sample_rate, clip_samples):
+    """Read ``path[start:stop]`` and zero-pad or cut it to ``clip_samples``.
+
+    Returns ``(signal, problem)`` with ``problem`` "" when the audio is fine
+    (see :func:`hardmine.audio.load_checked`); a broken file gives a silent
+    clip of the right length, so the batch still collates.
+    """
+    from hardmine.audio import load_checked
+
+    signal, problem = load_checked(path, expected_sr=sample_rate)
+    out = torch.zeros(clip_samples)
+    if problem:
+        return out, str(problem)
+    signal = torch.as_tensor(signal, dtype=torch.float32).reshape(-1)
+    start, stop = int(start), int(stop)
+    if stop <= 0 or stop > signal.numel():
+        stop = signal.numel()
+    if not 0 <= start < stop:
+        return out, f"crop {start}:{stop} outside the {signal.numel()} samples"
+    piece = signal[start:stop][:clip_samples]
+    out[: piece.numel()] = piece
+    return out, ""
+
+
+def dataio_prep(hparams, data_folder):
+    """Datasets and label encoder from the prepared CSV files.
+
+    Arguments
+    ---------
+    hparams : dict
+        Needs ``train_csv``, ``valid_csv``, ``test_csv``, ``sample_rate``,
+        ``clip_seconds``, ``save_folder``, ``n_classes`` and optionally
+        ``target_pool`` (default "targets").
+    data_folder : str
+        Replaces ``$data_root`` in the CSV ``wav`` column.
+
+    Returns
+    -------
+    datasets : dict
+        ``{"train", "valid", "test"}`` DynamicItemDatasets.
+    label_encoder : CategoricalEncoder
+    keywords : list of str
+        The classes of the target pool (the detection side of the metrics).
+    """
+    sample_rate = check_int("sample_rate", hparams["sample_rate"], minimum=1)
+    clip = int(round(float(hparams["clip_seconds"]) * sample_rate))
+    if clip < 1:
+        raise ConfigError("clip_seconds", f"gives {clip} samples")
+
+    datasets = {}
+    for split in ("train", "valid", "test"):
+        path = hparams[f"{split}_csv"]
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{split}_csv: {path!r} does not exist")
+        datasets[split] = DynamicItemDataset.from_csv(
+            csv_path=path, replacements={"data_root": data_folder}
+        )
+        if len(datasets[split]) == 0:
+            raise ConfigError(f"{split}_csv", f"{path} has no examples")
+
+    label_encoder = CategoricalEncoder()
+
+    @sb.utils.data_pipeline.takes("wav", "start", "stop")
+    @sb.utils.data_pipeline.provides("sig", AUDIO_PROBLEM_FIELD)
+    def audio_pipeline(wav, start, stop):
+        sig, problem = read_clip(wav, start, stop, sample_rate, clip)
+        yield sig
+        yield problem
+
+    @sb.utils.data_pipeline.takes("command")
+    @sb.utils.data_pipeline.provides("command", "command_encoded")
+    def label_pipeline(command):
+        yield command
+        yield label_encoder.encode_label_torch(command)
+
+    target_pool = hparams.get("target_pool", "targets")
+    keywords = keywords_of(hparams["train_csv"], target_pool)
+    if not keywords:
+        raise ConfigError(
+            "target_pool",
+            f"no example of {hparams['train_csv']} is in pool {target_pool!r}",
+        )
+    train_labels = [row["command"] for row in datasets["train"].data.values()]
+    labels = ordered_labels(train_labels, keywords)
+    for split in ("valid", "test"):
+        extra = {row["command"] for row in datasets[split].data.values()} - set(labels)
+        if extra:
+            raise ConfigError(
+                f"{split}_csv",
+                f"labels {sorted(extra)} of {hparams[f'{split}_csv']} never occur in training",
+            )
+    n_classes = check_int("n_classes", hparams["n_classes"], minimum=2)
+    if len(labels) != n_classes:
+        raise ConfigError(
+            "n_classes",
+            f"the training data has {len(labels)} classes ({', '.join(labels)}), "
+            f"not {n_classes}; set --n_classes {len(labels)}",
+        )
+
+    encoder_file = os.path.join(hparams["save_folder"], "label_encoder.txt")
+    os.makedirs(hparams["save_folder"], exist_ok=True)
+    label_encoder.load_or_create(path=encoder_file, from_iterables=[labels])
+    saved = [label_encoder.ind2lab[i] for i in range(len(label_encoder))]
+    if saved != labels:
+        raise ConfigError(
+            "save_folder",
+            f"{encoder_file} holds the classes {saved}, not {labels}; use a fresh "
+            "output_folder for a different task",
+        )
+
+    for dataset in datasets.values():
+        dataset.add_dynamic_item(audio_pipeline)
+        dataset.add_dynamic_item(label_pipeline)
+        dataset.set_output_keys(
+            ["id", "sig", "command", "command_encoded", "pool", AUDIO_PROBLEM_FIELD]
+        )
+    return datasets, label_encoder, keywords
+
+
+class KWSBrain(HardMiningBrain):
+    """Keyword classifier: Fbank -> x-vector embedding -> softmax classifier.
+
+    Expected modules: ``compute_features``, ``mean_var_norm``,
+    ``embedding_model``, ``classifier`` (log-probabilities). Expected hparams:
+    ``far_targets`` (false-alarm budgets for the metrics), ``train_logger``,
+    ``output_folder``; optional ``lr_annealing`` (epoch -> lr scheduler).
+    Set ``label_encoder`` and ``keywords`` (from :func:`dataio_prep`) before
+    fitting.
+
+    Example
+    -------
+    >>> import torch
+    >>> from speechbrain.lobes.features import Fbank
+    >>> from speechbrain.lobes.models.Xvector import Classifier, Xvector
+    >>> from speechbrain.processing.features import InputNormalization
+    >>> from speechbrain.dataio.batch import PaddedBatch
+    >>> modules = {
+    ...     "compute_features": Fbank(n_mels=20),
+    ...     "mean_var_norm": InputNormalization(norm_type="sentence", std_norm=False),
+    ...     "embedding_model": Xvector(in_channels=20, tdnn_blocks=2,
+    ...         tdnn_channels=[16, 16], tdnn_kernel_sizes=[3, 1],
+    ...         tdnn_dilations=[1, 1], lin_neurons=8),
+    ...     "classifier": Classifier(input_shape=[None, None, 8], lin_neurons=8,
+    ...                              out_neurons=3),
+    ... }
+    >>> brain = KWSBrain(modules, hparams={"far_targets": [0.05]}, run_opts={"device": "cpu"})
+    >>> batch = PaddedBatch([
+    ...     {"id": f"u{i}", "sig": torch.randn(4000), "command_encoded": torch.tensor([i % 3]),
+    ...      "command": "abc"[i % 3], "audio_problem": ""} for i in range(4)])
+    >>> log_probs = brain.compute_forward(batch, sb.Stage.TRAIN)
+    >>> losses = KWSBrain.compute_objectives(brain, log_probs, batch, sb.Stage.TRAIN)
+    >>> losses.shape
+    torch.Size([4])
+    """
+
+    label_encoder = None
+    keywords = None
+
+    def _wrap_distributed(self):
+        """DDP-wrap the modules; on CPU keep plain BatchNorm.
+
+        SpeechBrain converts every BatchNorm to SyncBatchNorm under DDP, which
+        only runs on GPUs. On CPU (gloo) each rank keeps its own batch
+        statistics and DDP broadcasts rank 0's running statistics.
+        """
+        if not (self.distributed_launch and torch.device(self.device).type == "cpu"):
+            return super()._wrap_distributed()
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = torch.nn.parallel.DistributedDataParallel(
+                    module,
+                    device_ids=None,
+                    find_unused_parameters=self.find_unused_parameters,
+                )
+
+    def compute_forward(self, batch, stage):
+        """Log-posteriors ``[B, n_classes]`` of a batch."""
+        batch = batch.to(self.device)
+        wavs, lens = batch.sig
+        feats = self.modules.compute_features(wavs)
+        feats = self.modules.mean_var_norm(feats, lens)
+        embeddings = self.modules.embedding_model(feats, lens)
+        return self.modules.classifier(embeddings).squeeze(1)
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Negative log-likelihood of the true class, one per example."""
+        targets = batch.command_encoded.data.reshape(-1).to(predictions.device)
+        losses = F.nll_loss(predictions, targets, reduction="none")
+        if stage != sb.Stage.TRAIN and self.results is not None:
+            problems = getattr(batch, AUDIO_PROBLEM_FIELD, None) or [""] * len(batch.id)
+            keep = [i for i, p in enumerate(problems) if not p]
+            if keep:
+                posteriors = predictions.detach()[keep].exp().float().cpu().numpy()
+                self.results.append(
+                    [batch.id[i] for i in keep], posteriors, targets[keep].cpu().numpy()
+                )
+        return losses
+
+    results = None
+
+    def on_stage_start(self, stage, epoch=None):
+        """Fresh metric accumulators for validation and test."""
+        super().on_stage_start(stage, epoch)
+        self.results = None
+        if stage != sb.Stage.TRAIN:
+            if self.label_encoder is None or self.keywords is None:
+                raise RuntimeError("set brain.label_encoder and brain.keywords first")
+            names = [
+                self.label_encoder.ind2lab[i] for i in range(len(self.label_encoder))
+            ]
+            self.results = KWSResults(names, self.keywords, self.hparams.far_targets)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log losses, mining statistics and metrics; checkpoint on validation error."""
+        super().on_stage_end(stage, stage_loss, epoch)
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {"loss": stage_loss, **self.mining_stats}
+            return
+        summary = self.results.summary()
+        stats = {"loss": stage_loss, "error": 1.0 - summary["accuracy"]}
+        stats["accuracy"] = summary["accuracy"]
+        for far, res in summary["frr_at_far"].items():
+            stats[f"frr@far{far}"] = res["frr"]
+        if stage == sb.Stage.VALID:
+            meta = {"epoch": epoch}
+            scheduler = getattr(self.hparams, "lr_annealing", None)
+            if scheduler is not None:
+                old_lr, new_lr = scheduler(epoch)
+                sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+                meta["lr"] = old_lr
+            self.hparams.train_logger.log_stats(
+                stats_meta=meta, train_stats=self.train_stats, valid_stats=stats
+            )
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(meta=stats, min_keys=["error"])
+        else:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+                test_stats=stats,
+            )
+            if sb.utils.distributed.if_main_process():
+                paths = self.results.write(self.hparams.output_folder, prefix="test")
+                logger.info("Test results written to %s", ", ".join(paths))
+        self.last_summary = summary

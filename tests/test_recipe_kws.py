@@ -1,0 +1,324 @@
+"""The Speech Commands keyword-spotting recipe, end to end on generated data."""
+
+import csv
+import importlib.util
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hyperpyyaml import load_hyperpyyaml
+
+from hardmine.isbl import ISBLSampler
+from hardmine.kws import dataio_prep, read_clip
+from hardmine.reweighting import SoftmaxReweighting
+from hardmine.synthetic_gsc import generate_gsc
+from hardmine.validation import ConfigError
+
+RECIPE = (
+    pathlib.Path(__file__).resolve().parents[1] / "recipes/GoogleSpeechCommands/kws"
+)
+VARIANTS = ("kws", "kws_isbl", "kws_class_bias", "kws_robust")
+# yes, no, up + _unknown_ (cat) + _silence_
+TINY_CLASSES = 5
+TINY_MODEL = [
+    "--tdnn_channels",
+    "16",
+    "--emb_dim",
+    "16",
+    "--n_mels",
+    "20",
+    "--batch_size",
+    "8",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kws") / "speech_commands"
+    return generate_gsc(
+        str(root),
+        words=("yes", "no", "up", "cat"),
+        n_speakers=5,
+        repetitions=2,
+        valid_speakers=1,
+        test_speakers=1,
+        background_seconds=12.0,
+        seed=7,
+    )
+
+
+def _load(variant, tmp_path, corpus, overrides=None):
+    overrides = {
+        "data_folder": corpus,
+        "output_folder": str(tmp_path / "out"),
+        "n_classes": TINY_CLASSES,
+        **(overrides or {}),
+    }
+    with open(RECIPE / "hparams" / f"{variant}.yaml") as f:
+        return load_hyperpyyaml(f, overrides)
+
+
+def _prepare(hparams):
+    sys.path.insert(0, str(RECIPE))
+    try:
+        from prepare_gsc import prepare_gsc
+    finally:
+        sys.path.remove(str(RECIPE))
+    prepare_gsc(hparams["data_folder"], hparams["save_folder"])
+
+
+def test_variants_differ_only_in_the_mining_section():
+    def parts(variant):
+        text = (RECIPE / "hparams" / f"{variant}.yaml").read_text()
+        head, mining = text.split("Mining\n")
+        # Line 1 is the title; `experiment` names the output folder.
+        lines = head.splitlines()
+        kept = [
+            ln
+            for i, ln in enumerate(lines)
+            if i != 1 and not ln.startswith("experiment:")
+        ]
+        return kept, mining
+
+    base_head, base_mining = parts("kws")
+    assert len(base_head) > 80
+    for variant in VARIANTS[1:]:
+        head, mining = parts(variant)
+        assert head == base_head, variant
+        assert mining != base_mining
+
+
+def test_isbl_yaml_builds_a_pooled_sampler_and_forwards_handles(tmp_path, tiny_corpus):
+    hparams = _load(
+        "kws_isbl", tmp_path, tiny_corpus, {"isbl_alpha": 0.5, "batch_size": 4}
+    )
+    _prepare(hparams)
+    datasets, _, _ = dataio_prep(hparams, tiny_corpus)
+    sampler = hparams["mining_sampler"](datasets["train"])
+    assert isinstance(sampler, ISBLSampler)
+    assert sampler.handles_distributed
+    assert sampler.pool_names == ["negatives", "targets"]
+    assert sampler.batch_size == 4
+    assert sampler.table.alpha == 0.5
+
+
+def test_reweighting_yaml_handles(tmp_path, tiny_corpus):
+    bias = _load(
+        "kws_class_bias",
+        tmp_path,
+        tiny_corpus,
+        {"favoured_keywords": ["up"], "class_bias_gamma": 2.0},
+    )["reweighting"]
+    assert isinstance(bias, SoftmaxReweighting)
+    assert (bias.mode, bias.class_field, bias.favoured, bias.gamma) == (
+        "class_bias",
+        "command",
+        {"up"},
+        2.0,
+    )
+    robust = _load("kws_robust", tmp_path, tiny_corpus, {"robust_temperature": 3.0})
+    assert robust["reweighting"].mode == "robust"
+    assert robust["reweighting"].temperature(1, 0) == 3.0
+
+
+def test_pipeline_items_and_label_order(tmp_path, tiny_corpus):
+    hparams = _load("kws", tmp_path, tiny_corpus)
+    _prepare(hparams)
+    datasets, encoder, keywords = dataio_prep(hparams, tiny_corpus)
+    assert keywords == ["yes", "no", "up"]
+    assert [encoder.ind2lab[i] for i in range(len(encoder))] == [
+        "yes",
+        "no",
+        "up",
+        "_silence_",
+        "_unknown_",
+    ]
+    train = datasets["train"]
+    commands = set()
+    for i in range(len(train)):
+        item = train[i]
+        assert item["sig"].shape == (16000,)
+        assert item["audio_problem"] == ""
+        assert encoder.ind2lab[int(item["command_encoded"])] == item["command"]
+        commands.add(item["command"])
+        expected_pool = "targets" if item["command"] in keywords else "negatives"
+        assert item["pool"] == expected_pool
+    assert commands == set(keywords) | {"_silence_", "_unknown_"}
+    # A silence item is its CSV crop of the noise file.
+    row = next(r for r in train.data.values() if r["command"] == "_silence_")
+    index = train.data_ids.index(next(k for k, r in train.data.items() if r is row))
+    noise, _ = sf.read(row["wav"], dtype="float32")
+    start = int(row["start"])
+    np.testing.assert_allclose(
+        train[index]["sig"].numpy(), noise[start : start + 16000], atol=1e-6
+    )
+
+
+def test_read_clip_pads_and_flags(tmp_path):
+    path = str(tmp_path / "short.wav")
+    sf.write(path, 0.1 * np.ones(8000, dtype=np.float32), 16000)
+    sig, problem = read_clip(path, 0, 8000, 16000, 16000)
+    assert problem == "" and sig.shape == (16000,)
+    assert float(sig[:8000].min()) > 0.09 and float(sig[8000:].abs().max()) == 0.0
+    sig, problem = read_clip(path, 0, 8000, 8000, 8000)
+    assert problem and sig.shape == (8000,)  # wrong sampling rate
+    sig, problem = read_clip(str(tmp_path / "missing.wav"), 0, 0, 16000, 16000)
+    assert problem and float(sig.abs().max()) == 0.0
+
+
+def test_bad_class_count_is_caught_before_training(tmp_path, tiny_corpus):
+    hparams = _load("kws", tmp_path, tiny_corpus, {"n_classes": 12})
+    _prepare(hparams)
+    with pytest.raises(ConfigError, match=r"n_classes: .*5 classes.*--n_classes 5"):
+        dataio_prep(hparams, tiny_corpus)
+
+
+def test_unseen_test_label_is_caught(tmp_path, tiny_corpus):
+    hparams = _load("kws", tmp_path, tiny_corpus)
+    _prepare(hparams)
+    with open(hparams["test_csv"], "a") as f:
+        f.write("odd,1.0,$data_root/yes/x.wav,0,16000,maybe,negatives\n")
+    with pytest.raises(ConfigError, match=r"test_csv.*maybe"):
+        dataio_prep(hparams, tiny_corpus)
+
+
+def _train_module():
+    spec = importlib.util.spec_from_file_location("kws_train", RECIPE / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(variant, out, corpus, epochs=2, n_classes=TINY_CLASSES):
+    """Run the recipe's main() in this process (saves the interpreter start-up)."""
+    argv = [
+        str(RECIPE / "hparams" / f"{variant}.yaml"),
+        "--output_folder",
+        str(out),
+        "--number_of_epochs",
+        str(epochs),
+        "--n_classes",
+        str(n_classes),
+        *TINY_MODEL,
+    ]
+    if corpus is not None:
+        argv += ["--data_folder", corpus]
+    _train_module().main(argv)
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_recipe_end_to_end(variant, tmp_path, tiny_corpus):
+    out = tmp_path / "out"
+    _run(variant, out, tiny_corpus)
+    test_ids = [r["ID"] for r in _rows(out / "save" / "test.csv")]
+    results = _rows(out / "test_results.csv")
+    assert [r["ID"] for r in results] == test_ids
+    assert list(results[0]) == ["ID", "label", "prediction", "correct", "score"]
+    for r in results:
+        assert r["correct"] == str(int(r["label"] == r["prediction"]))
+        assert 0.0 <= float(r["score"]) <= 1.0
+    summary = json.loads((out / "test_summary.json").read_text())
+    assert summary["n_examples"] == len(test_ids)
+    correct = sum(int(r["correct"]) for r in results)
+    assert summary["accuracy"] == pytest.approx(correct / len(results))
+    assert set(summary["frr_at_far"]) == {"0.01", "0.05"}
+    assert summary["n_targets"] == sum(
+        r["label"] in ("yes", "no", "up") for r in results
+    )
+
+    stats = [
+        json.loads(line)
+        for line in (out / "mining_stats.jsonl").read_text().splitlines()
+    ]
+    assert [s["epoch"] for s in stats] == [1, 2]
+    n_train = len(_rows(out / "save" / "train.csv"))
+    log = (out / "train_log.txt").read_text()
+    assert "epoch: 2" in log and "valid accuracy" in log and "test frr@far0.01" in log
+    uniform_ess = n_train / stats[-1]["batches"]  # mean batch size
+    if variant == "kws_isbl":
+        # Draws with replacement: an epoch is as many draws as examples,
+        # rounded up to whole batches.
+        assert all(n_train <= s["examples"] < n_train + 8 for s in stats)
+        assert 0 < stats[-1]["sampler_coverage"] <= 1
+    else:
+        assert all(s["examples"] == n_train for s in stats)
+        assert "sampler_coverage" not in stats[-1]
+    if variant == "kws":
+        assert stats[-1]["weights_ess"] == pytest.approx(uniform_ess)
+    if variant == "kws_robust":
+        assert stats[-1]["temperature"] == 1.0
+    if variant in ("kws_robust", "kws_class_bias"):
+        # Unequal weights use fewer examples' worth of the batch than the mean.
+        assert stats[-1]["weights_ess"] < uniform_ess - 0.1
+
+
+@pytest.mark.slow
+def test_recipe_isbl_under_torchrun(tmp_path, tiny_corpus):
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        "train.py",
+        "hparams/kws_isbl.yaml",
+        "--device",
+        "cpu",
+        "--distributed_backend",
+        "gloo",
+        "--output_folder",
+        str(out),
+        "--data_folder",
+        tiny_corpus,
+        "--number_of_epochs",
+        "1",
+        "--n_classes",
+        str(TINY_CLASSES),
+        *TINY_MODEL,
+    ]
+    result = subprocess.run(
+        cmd, cwd=RECIPE, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = json.loads((out / "mining_stats.jsonl").read_text().splitlines()[-1])
+    n_train = len(_rows(out / "save" / "train.csv"))
+    # Two ranks share one epoch of draws (global batches of 2 x 8); the
+    # statistics sum over both ranks.
+    assert n_train <= stats["examples"] < n_train + 16
+    assert stats["sampler_coverage"] > 0
+    assert len(_rows(out / "test_results.csv")) == len(_rows(out / "save" / "test.csv"))
+
+
+@pytest.mark.slow
+def test_recipe_runs_out_of_the_box_on_the_embedded_default(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    out = tmp_path / "default"
+    monkeypatch.setenv("HARDMINE_CACHE", str(cache))
+    _run("kws", out, None, epochs=1, n_classes=12)
+    corpus = cache / "gsc-default"
+    assert (corpus / "corpus.json").exists()
+    assert len(os.listdir(corpus)) == 13 + 4  # words, noise folder, two lists, marker
+    summary = json.loads((out / "test_summary.json").read_text())
+    assert summary["n_examples"] == len(_rows(out / "save" / "test.csv")) > 0
+    assert len(summary["classes"]) == 12
