@@ -729,6 +729,8 @@ def _curve_keys(runs, limit=4):
             for key, value in record["valid"].items():
                 if isinstance(value, (int, float)) and key not in keys:
                     keys.append(key)
+    if "accuracy" in keys and "error" in keys:
+        keys.remove("error")  # 1 - accuracy: no new information
     return keys[:limit]
 
 

@@ -325,7 +325,16 @@ def kws_run(folder, seed, correct_mask, frr_pair):
     res.append([f"k{i:02d}" for i in range(20)], post, labels)
     res.write(str(folder))
     write_hparams(folder, seed)
-    write_train_log(folder, [1.0, 0.5], [1.1, 0.7], "loss")
+    logger = FileTrainLogger(str(folder / "train_log.txt"))
+    for epoch, acc in ((1, 0.6), (2, 0.8)):
+        valid = {"loss": 1.2 / epoch, "error": 1 - acc, "accuracy": acc}
+        valid.update({"frr@far0.01": 0.5 / epoch, "frr@far0.05": 0.4 / epoch})
+        logger.log_stats(
+            {"epoch": epoch, "lr": 0.002},
+            train_stats={"loss": 1.0 / epoch, "batches": 3},
+            valid_stats=valid,
+            verbose=False,
+        )
     return res.summary()
 
 
@@ -351,7 +360,15 @@ def test_kws_accuracy_and_false_rejects(tmp_path):
     assert [line.get_label() for line in ax.get_lines()] == ["kws_baseline", "kws_isbl"]
     assert len(ax.get_lines()[0].get_xdata()) == 11  # 10 yes/no utterances + start
     curve_axes = result["figures"]["curves"].axes
-    assert curve_axes[0].get_title() == "loss"
+    # error = 1 - accuracy is left out; the next four validation metrics shown.
+    titles = [ax.get_title() for ax in curve_axes]
+    assert titles == ["loss", "accuracy", "frr@far0.01", "frr@far0.05"]
+    acc = curve_axes[1].get_lines()
+    assert [line.get_label() for line in acc] == [
+        "kws_baseline valid",
+        "kws_isbl valid",
+    ]
+    assert list(acc[0].get_ydata()) == pytest.approx([0.6, 0.8])
 
 
 def test_train_log_with_mining_stats_and_resume(tmp_path):
