@@ -32,6 +32,7 @@ fragments in the project's ``hparams/`` folder build each of them.
 import json
 import logging
 import os
+import time
 
 import speechbrain as sb
 import torch
@@ -89,6 +90,15 @@ class HardMiningBrain(sb.Brain):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # SpeechBrain's command line hands this over as a string.
+        if isinstance(self.optimizer_step_limit, str):
+            try:
+                self.optimizer_step_limit = int(self.optimizer_step_limit)
+            except ValueError:
+                raise ConfigError(
+                    "optimizer_step_limit",
+                    f"must be a whole number, got {self.optimizer_step_limit!r}",
+                ) from None
         self.loss_limit = self._policy("loss_limit") or LossLimit()
         self.threshold_filter = self._policy("threshold_filter") or ThresholdFilter(
             None
@@ -317,6 +327,7 @@ class HardMiningBrain(sb.Brain):
             self.current_epoch = epoch if epoch is not None else self.current_epoch
             self._reset_counters()
             self.loss_limit.consecutive = 0
+            self._epoch_started = time.time()
         return self._recipe_on_stage_start(stage, epoch)
 
     def _mining_on_stage_end(self, stage, stage_loss, epoch=None):
@@ -365,14 +376,28 @@ class HardMiningBrain(sb.Brain):
             return
         logger.info("Mining statistics, epoch %s: %s", epoch, self.mining_stats)
         folder = getattr(self.hparams, "output_folder", None)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-            record = {
-                "epoch": epoch,
-                "optimizer_step": self.optimizer_step,
-                **self.mining_stats,
-            }
-            with open(
-                os.path.join(folder, "mining_stats.jsonl"), "a", encoding="utf-8"
-            ) as f:
-                f.write(json.dumps(record, default=float) + "\n")
+        if not folder:
+            return
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, "mining_stats.jsonl")
+        epoch_time = time.time() - getattr(self, "_epoch_started", time.time())
+        record = {
+            "epoch": epoch,
+            "optimizer_step": self.optimizer_step,
+            "epoch_time_s": round(epoch_time, 3),
+            # Training time summed over the epochs logged so far (resumes included).
+            "wall_time_s": round(_last_wall_time(path) + epoch_time, 3),
+            **self.mining_stats,
+        }
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+
+
+def _last_wall_time(path):
+    """``wall_time_s`` of the last record of a mining-stats file, or 0."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line for line in f if line.strip()]
+        return float(json.loads(lines[-1]).get("wall_time_s", 0.0)) if lines else 0.0
+    except (OSError, ValueError):
+        return 0.0

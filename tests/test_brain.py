@@ -410,6 +410,14 @@ def test_scalar_loss_with_per_example_feature_is_an_error():
         fit(brain, regression_batches(n=1))
 
 
+def test_step_limit_from_the_command_line_is_a_number():
+    brain = build(Regressor, optimizer_step_limit="3")
+    fit(brain, regression_batches(n=5), epochs=2)
+    assert brain.optimizer_step == 3
+    with pytest.raises(ConfigError, match="optimizer_step_limit"):
+        build(Regressor, optimizer_step_limit="three")
+
+
 def test_scalar_loss_is_accepted_when_every_feature_is_off():
     brain = build(ScalarRegressor)
     fit(brain, regression_batches(n=2))
@@ -463,6 +471,8 @@ def test_small_model_learns_with_each_feature(name, tmp_path):
     assert len(lines) == 8
     record = json.loads(lines[-1])
     assert record["epoch"] == 8 and record["batches"] == 8
+    times = [json.loads(line)["wall_time_s"] for line in lines]
+    assert all(b > a for a, b in zip(times, times[1:]))  # cumulative
     if "reweighting" in hparams and hparams["reweighting"].active:
         assert 1.0 <= record["weights_ess"] <= 8.0
     if name == "robust_capacity":
