@@ -93,7 +93,7 @@ V2_WORDS = V1_WORDS + ("backward", "follow", "forward", "learn", "visual")
 DEFAULT_WORDS = CORE_KEYWORDS + ("bed", "cat", "dog")
 
 BACKGROUND_NAMES = ("white_noise", "pink_noise", "running_tap", "humming_fan")
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 
 # Vowel formant targets (F1, F2, F3 in Hz) for an adult vocal tract.
 _VOWELS = {
@@ -285,16 +285,24 @@ def synthesize_word(spec, speaker, rng, sample_rate=16000):
     phase = 2 * np.pi * np.cumsum(f0) / sr
 
     # Additive synthesis: harmonic k gets the formant envelope at k * f0.
+    # The envelope moves slowly, so it is computed every `hop` samples and
+    # interpolated linearly in between.
+    hop = 32
     n_harm = int(0.47 * sr / f0.min())
-    voiced = np.zeros(total)
-    bandwidths = np.array([90.0, 120.0, 180.0])[:, None]
-    for k in range(1, n_harm + 1):
-        freq = k * f0
-        env = np.zeros(total)
-        for i, gain in enumerate((1.0, 0.6, 0.3)):
-            env += gain / (1.0 + ((freq - formants[i]) / bandwidths[i]) ** 2)
-        env *= (freq < 0.47 * sr) / np.sqrt(k)
-        voiced += env * np.sin(k * phase)
+    k = np.arange(1, n_harm + 1)[:, None]
+    grid = np.arange(0, total + hop, hop).clip(max=total - 1)
+    freq = k * f0[grid]
+    env = np.zeros_like(freq)
+    for i, (gain, bandwidth) in enumerate(
+        zip((1.0, 0.6, 0.3), (90.0, 120.0, 180.0), strict=True)
+    ):
+        env += gain / (1.0 + ((freq - formants[i][grid]) / bandwidth) ** 2)
+    env *= (freq < 0.47 * sr) / np.sqrt(k)
+    position = t / hop
+    left = position.astype(int)
+    frac = position - left
+    env = env[:, left] * (1 - frac) + env[:, left + 1] * frac
+    voiced = np.einsum("kt,kt->t", env, np.sin(k * phase))
     voiced /= max(np.abs(voiced).max(), 1e-9)
     wav = voicing * voiced + unvoiced
     wav /= max(np.abs(wav).max(), 1e-9)

@@ -195,7 +195,7 @@ def _train_module():
     return module
 
 
-def _run(variant, out, corpus, epochs=2, n_classes=TINY_CLASSES):
+def _run(variant, out, corpus, epochs=2, n_classes=TINY_CLASSES, extra=()):
     """Run the recipe's main() in this process (saves the interpreter start-up)."""
     argv = [
         str(RECIPE / "hparams" / f"{variant}.yaml"),
@@ -206,6 +206,7 @@ def _run(variant, out, corpus, epochs=2, n_classes=TINY_CLASSES):
         "--n_classes",
         str(n_classes),
         *TINY_MODEL,
+        *extra,
     ]
     if corpus is not None:
         argv += ["--data_folder", corpus]
@@ -268,6 +269,18 @@ def test_recipe_end_to_end(variant, tmp_path, tiny_corpus):
     if variant in ("kws_robust", "kws_class_bias"):
         # Unequal weights use fewer examples' worth of the batch than the mean.
         assert stats[-1]["weights_ess"] < uniform_ess - 0.1
+
+
+@pytest.mark.slow
+def test_recipe_task35_every_word_is_a_class(tmp_path, tiny_corpus):
+    out = tmp_path / "t35"
+    _run("kws_isbl", out, tiny_corpus, epochs=1, n_classes=4, extra=["--task", "35"])
+    summary = json.loads((out / "test_summary.json").read_text())
+    assert summary["classes"] == ["yes", "no", "up", "cat"]
+    assert summary["n_negatives"] == sum(
+        r["command"] == "cat" for r in _rows(out / "save" / "test.csv")
+    )
+    assert "_silence_" not in {r["command"] for r in _rows(out / "save" / "train.csv")}
 
 
 @pytest.mark.slow
