@@ -175,6 +175,23 @@ class HardMiningBrain(sb.Brain):
             return loader_kwargs
         return super()._train_loader_specifics(dataset, loader_kwargs)
 
+    def _wrap_distributed(self):
+        """DDP-wrap the modules; on CPU keep plain BatchNorm.
+
+        SpeechBrain converts every BatchNorm to SyncBatchNorm under DDP, which
+        runs only on GPUs. On CPU (gloo) each rank keeps its own batch
+        statistics and DDP broadcasts rank 0's running statistics.
+        """
+        if not (self.distributed_launch and torch.device(self.device).type == "cpu"):
+            return super()._wrap_distributed()
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = torch.nn.parallel.DistributedDataParallel(
+                    module,
+                    device_ids=None,
+                    find_unused_parameters=self.find_unused_parameters,
+                )
+
     # -------------------------------------------------------------- training
     def fit_batch(self, batch):
         """SpeechBrain's ``fit_batch``; a skipped batch reports a NaN loss.

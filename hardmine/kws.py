@@ -226,23 +226,6 @@ class KWSBrain(HardMiningBrain):
     label_encoder = None
     keywords = None
 
-    def _wrap_distributed(self):
-        """DDP-wrap the modules; on CPU keep plain BatchNorm.
-
-        SpeechBrain converts every BatchNorm to SyncBatchNorm under DDP, which
-        only runs on GPUs. On CPU (gloo) each rank keeps its own batch
-        statistics and DDP broadcasts rank 0's running statistics.
-        """
-        if not (self.distributed_launch and torch.device(self.device).type == "cpu"):
-            return super()._wrap_distributed()
-        for name, module in self.modules.items():
-            if any(p.requires_grad for p in module.parameters()):
-                self.modules[name] = torch.nn.parallel.DistributedDataParallel(
-                    module,
-                    device_ids=None,
-                    find_unused_parameters=self.find_unused_parameters,
-                )
-
     def compute_forward(self, batch, stage):
         """Log-posteriors ``[B, n_classes]`` of a batch."""
         batch = batch.to(self.device)
