@@ -39,6 +39,7 @@ import torch
 
 from hardmine import reduce
 from hardmine.loss_limit import LossLimit
+from hardmine.loss_table import LossPowerTable
 from hardmine.reweighting import SoftmaxReweighting, effective_sample_size
 from hardmine.threshold import ThresholdFilter
 from hardmine.validation import ConfigError
@@ -382,11 +383,28 @@ class HardMiningBrain(sb.Brain):
         if self.reweighting.controller is not None:
             stats["beta"] = self.reweighting.controller.beta
             stats["weights_kl"] = self.reweighting.controller.last_kl
+        agree = self._sampler_ranks_agree()
+        if agree is not None:
+            stats["sampler_ranks_agree"] = int(agree)
         if self.live_sampler is not None and hasattr(self.live_sampler, "stats"):
             stats.update(
                 {f"sampler_{k}": v for k, v in self.live_sampler.stats().items()}
             )
         return stats
+
+    def _sampler_ranks_agree(self):
+        """Under DDP, whether every rank holds the same loss table (else None)."""
+        table = None
+        for name in ("table", "loss_table"):
+            candidate = getattr(self.live_sampler, name, None)
+            if isinstance(candidate, LossPowerTable):
+                table = candidate
+        if table is None or not reduce.is_distributed():
+            return None
+        digests = reduce.gather_objects(table.digest())
+        if len(set(digests)) > 1:
+            logger.error("The sampler's loss tables differ across ranks: %s", digests)
+        return len(set(digests)) == 1
 
     def _write_statistics(self, epoch):
         if not sb.utils.distributed.if_main_process():

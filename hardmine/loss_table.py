@@ -154,6 +154,15 @@ class LossPowerTable:
         view.flags.writeable = False
         return view
 
+    def digest(self):
+        """A short fingerprint of the scores and quarantine flags.
+
+        Ranks of a distributed run compare digests to prove their tables agree.
+        """
+        h = hashlib.sha1(np.ascontiguousarray(self._scores).tobytes())
+        h.update(np.ascontiguousarray(self._quarantined).tobytes())
+        return h.hexdigest()[:16]
+
     @property
     def quarantined(self):
         """Boolean mask of the examples currently in quarantine (read-only)."""

@@ -14,7 +14,13 @@ False
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_distributed", "sum_over_ranks", "mean_over_ranks", "any_over_ranks"]
+__all__ = [
+    "is_distributed",
+    "sum_over_ranks",
+    "mean_over_ranks",
+    "any_over_ranks",
+    "gather_objects",
+]
 
 
 def is_distributed():
@@ -45,3 +51,12 @@ def any_over_ranks(flag):
     if not is_distributed():
         return bool(flag)
     return sum_over_ranks(1.0 if flag else 0.0) > 0
+
+
+def gather_objects(obj):
+    """The list of ``obj`` from every rank (``[obj]`` in a single process)."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
