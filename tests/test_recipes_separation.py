@@ -490,7 +490,10 @@ def test_wsj0_3mix_convtasnet_one_epoch(tmp_path):
 @pytest.mark.slow
 def test_librimix_noisy_robust_one_epoch(tmp_path):
     data = make_librimix(
-        str(tmp_path / "data"), sizes={"train": 4, "dev": 2, "test": 2}, seconds=0.5
+        str(tmp_path / "data"),
+        sizes={"train": 4, "dev": 2, "test": 2},
+        seconds=0.5,
+        seed=1,
     )
     out = tmp_path / "run"
     run_recipe(
@@ -609,3 +612,50 @@ def test_sigkill_mid_epoch_resumes_from_checkpoint(tmp_path):
     stats = json.loads((out / "mining_stats.jsonl").read_text().splitlines()[-1])
     assert stats["epoch"] == 1 and stats["batches"] == 24 - state["done"]
     check_outputs(out, n_test=2)
+
+
+# -------------------------------------------------------------------- demo
+def test_demo_table_and_summaries():
+    from hardmine import demo
+
+    rows = {
+        "baseline": [{"si-snr_i": str(v), "sdr_i": str(v + 1)} for v in range(1, 21)],
+        "isbl": [{"si-snr_i": str(2 * v), "sdr_i": "nan"} for v in range(1, 21)],
+    }
+    summaries = demo.summarize_runs(rows)
+    assert summaries["baseline"]["si-snr_i"]["mean"] == pytest.approx(10.5)
+    assert summaries["baseline"]["si-snr_i"]["p5"] == pytest.approx(1.95)
+    assert summaries["isbl"]["si-snr_i"]["median"] == pytest.approx(21.0)
+    assert summaries["isbl"]["sdr_i"]["n_nonfinite"] == 20
+    table = demo.comparison_table(summaries).splitlines()
+    assert table[0].split() == ["baseline", "isbl", "diff"]
+    p10 = next(line for line in table if line.startswith("SI-SNRi p10"))
+    assert p10.split()[-3:] == ["2.90", "5.80", "+2.90"]
+    assert table[-1].split()[-2:] == ["20", "20"]
+
+
+@pytest.mark.slow
+def test_demo_runs_both_variants_with_the_same_budget(tmp_path, capsys):
+    from hardmine import demo
+
+    data = make_wsj0mix(
+        str(tmp_path / "data"), sizes={"tr": 4, "cv": 2, "tt": 3}, seconds=0.5
+    )
+    out = tmp_path / "demo"
+    args = ["--output", str(out), "--data_folder", data, "--epochs", "1"]
+    report = demo.main(args + ["--batch_size", "2", "--signal_len", "2000"])
+    printed = capsys.readouterr().out
+    assert "SI-SNRi p5 (dB)" in printed and "SDRi median (dB)" in printed
+    assert report["optimizer_steps"] == {"baseline": 2, "isbl": 2}
+    saved = json.loads((out / "comparison.json").read_text())
+    assert saved["test"]["isbl"]["si-snr_i"]["count"] == 3
+    for run, name in (("baseline", "baseline"), ("isbl", "isbl")):
+        hp = yaml.load(
+            (out / run / "hyperparams.yaml").read_text(), Loader=separation._PlainLoader
+        )
+        assert hp["mining_variant"] == name and hp["model_size"] == "tiny"
+        assert (hp["seed"], hp["batch_size"], hp["training_signal_len"]) == (
+            1234,
+            2,
+            2000,
+        )
