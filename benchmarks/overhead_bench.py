@@ -20,11 +20,11 @@ fit loop does per batch: fetch the next batch from the training loader
 (sampler draw, audio loading, collation) and ``fit_batch`` (forward,
 per-example losses, mining, backward, clipping, Adam step). After a warm-up
 (not counted) the two sides alternate in blocks (A B B A A B ...) so that
-changes in machine load hit both. The overhead is reported from the medians
-and the means of all step wall times, from the medians of the process CPU
-time per step (less sensitive to other jobs on the machine), per block pair
-(spread across blocks), and as bootstrap intervals (steps resampled within
-each block).
+changes in machine load hit both. The overhead is reported from the pooled
+medians and means of all step times, and per block pair (ratio of the two
+block medians, for wall time and for process CPU time, which is less
+sensitive to other jobs on the machine) with its spread and a bootstrap
+interval over the pairs.
 
 The mining pipeline is also timed on its own, without the model: per batch,
 the ISBL draw, ``observe`` and the loss policies (bad-audio mask, threshold,
@@ -32,7 +32,7 @@ reweighting with the controller step, loss limit, backward through the
 weighted sum), against a plain ``losses.mean()`` and its backward.
 
 Prints a table and writes ``overhead_bench.json`` next to this script.
-Usage: ``python benchmarks/overhead_bench.py [--blocks 6 --steps 20 --threads 1]``.
+Usage: ``python benchmarks/overhead_bench.py [--blocks 16 --steps 8 --threads 1]``.
 """
 
 import argparse
@@ -40,7 +40,6 @@ import copy
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -197,20 +196,34 @@ def block_order(blocks):
     return order
 
 
-def bootstrap_ratio(per_block, stat, resamples, seed):
-    """Percentile interval of stat(mined)/stat(plain) - 1, steps resampled per block."""
+def pair_overheads(per_block):
+    """Overhead of each block pair: median(mined block) / median(plain block) - 1."""
+    return np.array(
+        [
+            np.median(bm) / np.median(bp) - 1.0
+            for bp, bm in zip(per_block["plain"], per_block["mined"])
+        ]
+    )
+
+
+def pair_summary(overheads, resamples, seed):
+    """Mean, sd and range of per-pair overheads, with a bootstrap 95 % interval.
+
+    The block pairs are resampled (with replacement), so the interval
+    reflects how much the overhead moves from one stretch of machine load
+    to the next.
+    """
     rng = np.random.default_rng(seed)
-    out = np.empty(resamples)
-    for r in range(resamples):
-        values = {}
-        for side in ("plain", "mined"):
-            picks = [
-                block[rng.integers(0, len(block), len(block))]
-                for block in per_block[side]
-            ]
-            values[side] = stat(np.concatenate(picks))
-        out[r] = values["mined"] / values["plain"] - 1.0
-    return float(np.percentile(out, 2.5)), float(np.percentile(out, 97.5))
+    n = overheads.size
+    means = overheads[rng.integers(0, n, (resamples, n))].mean(axis=1)
+    return {
+        "mean": float(overheads.mean()),
+        "sd": float(overheads.std(ddof=1)) if n > 1 else 0.0,
+        "min": float(overheads.min()),
+        "max": float(overheads.max()),
+        "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+        "per_pair": [float(v) for v in overheads],
+    }
 
 
 def time_pipeline(mined, train_set, repeats, seed):
@@ -293,8 +306,8 @@ def time_pipeline(mined, train_set, repeats, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--blocks", type=int, default=6, help="block pairs")
-    parser.add_argument("--steps", type=int, default=20, help="steps per block")
+    parser.add_argument("--blocks", type=int, default=16, help="block pairs")
+    parser.add_argument("--steps", type=int, default=8, help="steps per block")
     parser.add_argument("--warmup", type=int, default=5, help="warm-up steps per side")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=1234)
@@ -402,14 +415,11 @@ def main(argv=None):
     p, m = sides["plain"], sides["mined"]
     overhead_median = m["median_ms"] / p["median_ms"] - 1.0
     overhead_mean = m["mean_ms"] / p["mean_ms"] - 1.0
-    pair_ratios = [
-        float(np.median(bm) / np.median(bp) - 1.0)
-        for bp, bm in zip(per_block["plain"], per_block["mined"])
-    ]
-    ci_median = bootstrap_ratio(per_block, np.median, args.bootstrap, args.seed)
-    ci_mean = bootstrap_ratio(per_block, np.mean, args.bootstrap, args.seed + 1)
     overhead_cpu = m["cpu_median_ms"] / p["cpu_median_ms"] - 1.0
-    ci_cpu = bootstrap_ratio(cpu_block, np.median, args.bootstrap, args.seed + 2)
+    paired = {
+        "wall": pair_summary(pair_overheads(per_block), args.bootstrap, args.seed),
+        "cpu": pair_summary(pair_overheads(cpu_block), args.bootstrap, args.seed + 1),
+    }
     pipeline_full = pipeline["full mining pipeline (draw + observe + policies)"]
     plain_reduce = pipeline["plain mean + backward"]
     pipeline_share = (pipeline_full["median_us"] - plain_reduce["median_us"]) / (
@@ -435,23 +445,18 @@ def main(argv=None):
         )
     print()
     print(
-        f"overhead (medians): {overhead_median * 100:+.2f} %  "
-        f"[bootstrap 95 %: {ci_median[0] * 100:+.2f} .. {ci_median[1] * 100:+.2f} %]"
+        f"overhead of pooled steps: medians {overhead_median * 100:+.2f} %, "
+        f"means {overhead_mean * 100:+.2f} %, CPU-time medians "
+        f"{overhead_cpu * 100:+.2f} %"
     )
-    print(
-        f"overhead (means):   {overhead_mean * 100:+.2f} %  "
-        f"[bootstrap 95 %: {ci_mean[0] * 100:+.2f} .. {ci_mean[1] * 100:+.2f} %]"
-    )
-    print(
-        f"overhead (CPU time, medians): {overhead_cpu * 100:+.2f} %  "
-        f"[bootstrap 95 %: {ci_cpu[0] * 100:+.2f} .. {ci_cpu[1] * 100:+.2f} %]"
-    )
-    print(
-        "per block pair (median ratio - 1): "
-        f"mean {statistics.mean(pair_ratios) * 100:+.2f} %, "
-        f"sd {statistics.stdev(pair_ratios) * 100 if len(pair_ratios) > 1 else 0.0:.2f} %, "
-        f"range {min(pair_ratios) * 100:+.2f} .. {max(pair_ratios) * 100:+.2f} %"
-    )
+    for clock, label in (("wall", "wall time"), ("cpu", "CPU time")):
+        r = paired[clock]
+        print(
+            f"overhead per block pair ({label}, ratio of block medians): mean "
+            f"{r['mean'] * 100:+.2f} % [bootstrap 95 % {r['ci95'][0] * 100:+.2f} .. "
+            f"{r['ci95'][1] * 100:+.2f} %], sd {r['sd'] * 100:.2f} %, range "
+            f"{r['min'] * 100:+.2f} .. {r['max'] * 100:+.2f} %"
+        )
     print()
     print(f"Mining pipeline alone ({args.pipeline_repeats} batches each, no model)")
     width = max(len(k) for k in pipeline)
@@ -490,13 +495,10 @@ def main(argv=None):
                 "warmup_steps_per_side": args.warmup,
                 "block_order": [s for s, _ in block_order(args.blocks)],
                 "sides": sides,
-                "overhead_median": overhead_median,
-                "overhead_median_ci95": ci_median,
-                "overhead_mean": overhead_mean,
-                "overhead_mean_ci95": ci_mean,
-                "overhead_cpu_median": overhead_cpu,
-                "overhead_cpu_median_ci95": ci_cpu,
-                "overhead_per_block_pair": pair_ratios,
+                "overhead_pooled_median": overhead_median,
+                "overhead_pooled_mean": overhead_mean,
+                "overhead_pooled_cpu_median": overhead_cpu,
+                "overhead_per_block_pair": paired,
                 "pipeline_us": pipeline,
                 "pipeline_share_of_plain_step": pipeline_share,
                 "examples_filtered": filtered,
