@@ -113,7 +113,7 @@ def test_reweighting_yaml_handles(tmp_path, tiny_corpus):
         "kws_class_bias",
         tmp_path,
         tiny_corpus,
-        {"favoured_keywords": ["up"], "class_bias_gamma": 2.0},
+        {"reweight_favoured": ["up"], "reweight_gamma": 2.0},
     )["reweighting"]
     assert isinstance(bias, SoftmaxReweighting)
     assert (bias.mode, bias.class_field, bias.favoured, bias.gamma) == (
@@ -122,7 +122,7 @@ def test_reweighting_yaml_handles(tmp_path, tiny_corpus):
         {"up"},
         2.0,
     )
-    robust = _load("kws_robust", tmp_path, tiny_corpus, {"robust_temperature": 3.0})
+    robust = _load("kws_robust", tmp_path, tiny_corpus, {"reweight_temperature": 3.0})
     assert robust["reweighting"].mode == "robust"
     assert robust["reweighting"].temperature(1, 0) == 3.0
 
