@@ -24,20 +24,13 @@ Example
 """
 
 import functools
-import json
 import logging
 import os
-import pathlib
 
 import speechbrain as sb
 import torch
 import yaml
 from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
-from speechbrain.utils.checkpoints import (
-    mark_as_loader,
-    mark_as_saver,
-    register_checkpoint_hooks,
-)
 
 from hardmine.brain import HardMiningBrain
 from hardmine.validation import ConfigError, check_choice, check_int, check_number
@@ -54,8 +47,6 @@ __all__ = [
     "resolve_data_folder",
     "load_example",
     "build_datasets",
-    "CheckpointSeal",
-    "set_aside_incomplete_checkpoints",
     "SeparationBrain",
 ]
 
@@ -411,123 +402,6 @@ def build_datasets(hparams, csv_files):
     return datasets
 
 
-@register_checkpoint_hooks
-class CheckpointSeal:
-    """A recoverable saved last into each checkpoint, proving it is whole.
-
-    SpeechBrain writes a checkpoint's ``CKPT.yaml`` first and its files one
-    after the other, and deletes old checkpoints file by file, so a job
-    killed at the wrong moment (SIGKILL, preemption, out-of-memory) can leave
-    a checkpoint that looks recoverable but is not. The seal's file lists the
-    other files of the checkpoint; it is written after all of them, so a
-    checkpoint whose seal is present and whose listed files all exist is
-    whole (see :func:`set_aside_incomplete_checkpoints`).
-
-    Arguments
-    ---------
-    checkpointer : speechbrain.utils.checkpoints.Checkpointer
-        The checkpointer the seal is registered with, last.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> from speechbrain.utils.checkpoints import Checkpointer
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     ckpt = Checkpointer(tmp, {"counter": torch.nn.Linear(1, 1)})
-    ...     ckpt.add_recoverable(CheckpointSeal.NAME, CheckpointSeal(ckpt))
-    ...     saved = ckpt.save_checkpoint()
-    ...     names = sorted(p.name for p in saved.path.iterdir())
-    ...     seal = json.loads((saved.path / "checkpoint_complete.ckpt").read_text())
-    >>> names, seal
-    (['CKPT.yaml', 'checkpoint_complete.ckpt', 'counter.ckpt'], {'files': ['counter.ckpt']})
-    """
-
-    NAME = "checkpoint_complete"
-
-    def __init__(self, checkpointer):
-        self.checkpointer = checkpointer
-
-    @mark_as_saver
-    def _save(self, path):
-        files = [f"{name}.ckpt" for name in self.checkpointer.recoverables]
-        files.remove(f"{self.NAME}.ckpt")
-        with open(path, "w", encoding="utf-8") as fout:
-            json.dump({"files": files}, fout)
-
-    @mark_as_loader
-    def _load(self, path, end_of_epoch):
-        del path, end_of_epoch  # nothing to restore
-
-
-def _checkpoint_is_whole(path):
-    try:
-        meta = yaml.safe_load((path / "CKPT.yaml").read_text(encoding="utf-8"))
-        seal = json.loads((path / f"{CheckpointSeal.NAME}.ckpt").read_text())
-    except (OSError, ValueError, yaml.YAMLError):
-        return False
-    if not isinstance(meta, dict) or not isinstance(seal, dict):
-        return False
-    return all((path / name).is_file() for name in seal.get("files", [None]))
-
-
-def set_aside_incomplete_checkpoints(checkpoints_dir):
-    """Rename checkpoints that were not written (or deleted) to the end.
-
-    A ``CKPT+...`` folder counts as whole when its ``CKPT.yaml`` parses and
-    it holds the :class:`CheckpointSeal` file and every file the seal lists.
-    Others are renamed to ``incomplete-CKPT+...`` (kept for inspection,
-    ignored by SpeechBrain) so that recovery falls back to the latest whole
-    checkpoint.
-
-    Arguments
-    ---------
-    checkpoints_dir : str or pathlib.Path
-        The checkpointer's folder.
-
-    Returns
-    -------
-    list of pathlib.Path
-        The folders that were set aside (their new paths).
-
-    Example
-    -------
-    >>> import tempfile
-    >>> from speechbrain.utils.checkpoints import Checkpointer
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     ckpt = Checkpointer(tmp, {"model": torch.nn.Linear(1, 1)})
-    ...     ckpt.add_recoverable(CheckpointSeal.NAME, CheckpointSeal(ckpt))
-    ...     whole = ckpt.save_checkpoint(name="whole")
-    ...     torn = ckpt.save_checkpoint(name="torn")
-    ...     os.remove(torn.path / "model.ckpt")
-    ...     moved = set_aside_incomplete_checkpoints(tmp)
-    ...     [p.name for p in moved], [c.path.name for c in ckpt.list_checkpoints()]
-    (['incomplete-CKPT+torn'], ['CKPT+whole'])
-    """
-    folder = pathlib.Path(checkpoints_dir)
-    moved = []
-    if not folder.is_dir():
-        return moved
-    for path in sorted(folder.iterdir()):
-        if not (path.is_dir() and path.name.startswith("CKPT")):
-            continue
-        if _checkpoint_is_whole(path):
-            continue
-        target = folder / f"incomplete-{path.name}"
-        suffix = 0
-        while target.exists():
-            suffix += 1
-            target = folder / f"incomplete-{path.name}.{suffix}"
-        path.rename(target)
-        logger.warning(
-            "Checkpoint %s is incomplete (the job stopped while saving or "
-            "deleting it); moved to %s, recovery uses the last whole one",
-            path,
-            target,
-        )
-        moved.append(target)
-    return moved
-
-
 class SeparationBrain(HardMiningBrain):
     """Mask-based separation (SepFormer, Conv-TasNet) with hard-example mining.
 
@@ -567,25 +441,6 @@ class SeparationBrain(HardMiningBrain):
     >>> float(brain.compute_objectives((swapped, targets), batch, sb.Stage.VALID)) < -60
     True
     """
-
-    def on_fit_start(self):
-        """Drop torn checkpoints, recover, then seal every future checkpoint."""
-        if self.checkpointer is not None:
-            sb.utils.distributed.run_on_main(
-                set_aside_incomplete_checkpoints,
-                args=[self.checkpointer.checkpoints_dir],
-            )
-        super().on_fit_start()
-        if (
-            self.checkpointer is not None
-            and CheckpointSeal.NAME not in self.checkpointer.recoverables
-        ):
-            # Registered after every other recoverable, so it is saved last.
-            self.checkpointer.add_recoverable(
-                CheckpointSeal.NAME,
-                CheckpointSeal(self.checkpointer),
-                optional_load=True,
-            )
 
     def separate(self, mix):
         """Estimate the sources of a batch of mixtures.

@@ -22,6 +22,7 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml
 
 from hardmine import separation
+from hardmine.checkpoint import COMPLETE_MARKER
 from hardmine.layouts import make_librimix, make_wsj0mix
 from hardmine.validation import ConfigError
 
@@ -522,9 +523,8 @@ def _loaded_checkpoint(log_text):
 
 
 def _sealed_checkpoints(save):
-    return [
-        p for p in sorted(save.glob("CKPT+*")) if separation._checkpoint_is_whole(p)
-    ]
+    """Checkpoints the AtomicCheckpointer marked complete."""
+    return [p for p in sorted(save.glob("CKPT+*")) if (p / COMPLETE_MARKER).exists()]
 
 
 @pytest.mark.slow
@@ -579,14 +579,15 @@ def test_sigkill_mid_epoch_resumes_from_checkpoint(tmp_path):
     assert not (out / "train_log.txt").exists()  # killed inside epoch 1
 
     # Also leave a newer checkpoint torn as a kill during saving would: its
-    # CKPT.yaml is there but its files are not all written.
+    # CKPT.yaml is there but its files are not all written (and so it was
+    # never marked complete).
     sealed = _sealed_checkpoints(out / "save")[-1]
     torn = out / "save" / "CKPT+9999-torn"
     shutil.copytree(sealed, torn)
     meta = yaml.safe_load((torn / "CKPT.yaml").read_text())
     meta["unixtime"] += 1000
     (torn / "CKPT.yaml").write_text(yaml.safe_dump(meta))
-    for name in ("optimizer.ckpt", "masknet.ckpt"):
+    for name in ("optimizer.ckpt", "masknet.ckpt", COMPLETE_MARKER):
         (torn / name).unlink()
 
     # What each whole checkpoint holds (the resumed run deletes them later).
@@ -603,7 +604,7 @@ def test_sigkill_mid_epoch_resumes_from_checkpoint(tmp_path):
     log_before = (out / "log.txt").read_text()
     run_recipe("WSJ0Mix", "sepformer_isbl", out, *args)
     resumed = _loaded_checkpoint((out / "log.txt").read_text()[len(log_before) :])
-    assert (out / "save" / "incomplete-CKPT+9999-torn").is_dir()
+    assert "Ignoring incomplete checkpoint" in (out / "log.txt").read_text()
     assert resumed in saved  # the newest whole checkpoint, not the torn one
     state = saved[resumed]
     assert state["intra"] and state["sampler"]
