@@ -105,10 +105,16 @@ def _lengths(rng, n_spks, n, version):
     return lengths
 
 
-def _to_pcm(signals, peak=0.9):
-    """Scale float sources jointly so the mixture peaks at ``peak`` and round
-    them to int16, so that the stored mixture is exactly their stored sum."""
-    total = np.abs(signals.sum(axis=0)).max()
+def _to_pcm(signals, peak=0.9, mixtures=None):
+    """Scale float sources jointly so the loudest mixture peaks at ``peak`` and
+    round them to int16, so that a stored mixture is exactly its stored sum.
+
+    ``mixtures`` lists the row sets whose sums are written as mixtures (all
+    rows by default); each must fit, e.g. LibriMix's clean mixture (speech
+    only) can peak higher than the noisy one.
+    """
+    mixtures = mixtures or [slice(None)]
+    total = max(np.abs(signals[rows].sum(axis=0)).max() for rows in mixtures)
     biggest = np.abs(signals).max()
     scale = peak / max(total, biggest, 1e-9)
     return np.round(signals * scale * 32767.0).astype(np.int16)
@@ -275,7 +281,10 @@ def make_librimix(
             snr = rng.uniform(-5.0, 0.0) if rng.random() < 0.2 else rng.uniform(0, 10)
             speech_rms = np.sqrt(np.mean(speech.sum(0) ** 2))
             noise = noise * speech_rms / np.sqrt(np.mean(noise**2)) * 10 ** (-snr / 20)
-            pcm = _to_pcm(np.vstack([speech, noise[None]]))
+            pcm = _to_pcm(
+                np.vstack([speech, noise[None]]),
+                mixtures=[slice(None), slice(0, len(speech))],
+            )
             utts = [
                 f"{int(spk.name, 36)}-{chapters[spk.name]}-{k * n_spks + i:04d}"
                 for i, spk in enumerate(speakers)
