@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 # The virtualenv is rebuilt only when the requirements or the package metadata change.
 STAMP  := $(VENV)/.ready-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: venv test demo lint bench clean
+.PHONY: venv test demo lint bench bench-training clean
 
 venv: $(STAMP)
 
@@ -29,9 +29,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Quick micro-benchmarks (a few minutes); each prints a table and writes JSON.
 bench: $(STAMP)
 	$(PY) benchmarks/sampler_bench.py
 	$(PY) benchmarks/catpow_bench.py
+	$(PY) benchmarks/synthetic_bench.py
+	$(PY) benchmarks/sep_metrics_bench.py
+
+# Training benchmarks on the tiny SepFormer (about an hour on 2 CPU cores).
+bench-training: $(STAMP)
+	$(PY) benchmarks/overhead_bench.py
+	$(PY) benchmarks/quality_bench.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
