@@ -24,7 +24,10 @@ changes in machine load hit both. The overhead is reported from the pooled
 medians and means of all step times, and per block pair (ratio of the two
 block medians, for wall time and for process CPU time, which is less
 sensitive to other jobs on the machine) with its spread and a bootstrap
-interval over the pairs.
+interval over the pairs. A third comparison runs ``fit_batch`` of both
+brains on one fixed batch, the plain model taking the mined model's weights
+before each block pair: it isolates the brain's code path from the data
+drawn and from the weights each side reached.
 
 The mining pipeline is also timed on its own, without the model: per batch,
 the ISBL draw, ``observe`` and the loss policies (bad-audio mask, threshold,
@@ -226,6 +229,35 @@ def pair_summary(overheads, resamples, seed):
     }
 
 
+def same_state_ab(plain, mined, batch, pairs, steps):
+    """``fit_batch`` of both brains on one batch from the same weights.
+
+    Before each block pair the plain model takes the mined model's weights,
+    so the two sides differ only in the brain's code path (mining on or
+    off), not in the data or in the weights reached by training.
+
+    Returns
+    -------
+    dict
+        Side -> list of blocks, each an array of CPU seconds per step.
+    """
+    blocks = {"plain": [], "mined": []}
+    brains = {"plain": plain, "mined": mined}
+    for side in ("plain", "mined"):
+        brains[side].fit_batch(batch)  # warm-up
+    for side, i in block_order(pairs):
+        if (side == "plain") == (i % 2 == 0):  # first block of the pair
+            plain.modules.load_state_dict(mined.modules.state_dict())
+        times = np.empty(steps)
+        for k in range(steps):
+            start = time.process_time()
+            brains[side].step += 1
+            brains[side].fit_batch(batch)
+            times[k] = time.process_time() - start
+        blocks[side].append(times)
+    return blocks
+
+
 def time_pipeline(mined, train_set, repeats, seed):
     """Per-batch cost of the mining work alone (no model), in microseconds."""
     sampler = mined.live_sampler
@@ -315,6 +347,13 @@ def main(argv=None):
         "--capacity", type=float, default=0.2, help="KL capacity (nats)"
     )
     parser.add_argument("--pipeline-repeats", type=int, default=2000)
+    parser.add_argument(
+        "--same-state-pairs",
+        type=int,
+        default=8,
+        help="block pairs of the same-batch, same-weights comparison",
+    )
+    parser.add_argument("--same-state-steps", type=int, default=5)
     parser.add_argument("--bootstrap", type=int, default=2000)
     args = parser.parse_args(argv)
     if min(args.blocks, args.steps, args.threads, args.pipeline_repeats) < 1:
@@ -386,6 +425,10 @@ def main(argv=None):
         cpu = time.process_time() - cpu_start
         load_end = os.getloadavg()[0]
 
+        fixed_batch = streams["plain"].next()
+        same_state = same_state_ab(
+            plain, mined, fixed_batch, args.same_state_pairs, args.same_state_steps
+        )
         pipeline = time_pipeline(mined, train_set, args.pipeline_repeats, args.seed)
         mining_stats = mined._epoch_statistics()
         filtered = int(mining_stats.get("examples_filtered", 0))
@@ -420,6 +463,9 @@ def main(argv=None):
         "wall": pair_summary(pair_overheads(per_block), args.bootstrap, args.seed),
         "cpu": pair_summary(pair_overheads(cpu_block), args.bootstrap, args.seed + 1),
     }
+    paired["cpu_same_batch_same_weights"] = pair_summary(
+        pair_overheads(same_state), args.bootstrap, args.seed + 2
+    )
     pipeline_full = pipeline["full mining pipeline (draw + observe + policies)"]
     plain_reduce = pipeline["plain mean + backward"]
     pipeline_share = (pipeline_full["median_us"] - plain_reduce["median_us"]) / (
@@ -449,7 +495,11 @@ def main(argv=None):
         f"means {overhead_mean * 100:+.2f} %, CPU-time medians "
         f"{overhead_cpu * 100:+.2f} %"
     )
-    for clock, label in (("wall", "wall time"), ("cpu", "CPU time")):
+    for clock, label in (
+        ("wall", "wall time"),
+        ("cpu", "CPU time"),
+        ("cpu_same_batch_same_weights", "CPU time, one batch, same weights"),
+    ):
         r = paired[clock]
         print(
             f"overhead per block pair ({label}, ratio of block medians): mean "
