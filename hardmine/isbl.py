@@ -85,7 +85,8 @@ class ISBLSampler(torch.utils.data.Sampler):
     ``beta`` gives pool ``k`` the share ``size_k ** beta / sum(size ** beta)``
     (1 = natural, 0 = uniform, in between softens the imbalance); a mapping
     ``{pool: weight}`` (every pool listed, weights >= 0, normalised) fixes the
-    shares.
+    shares. An empty mapping means ``"natural"``: it is the form a YAML
+    default must take for hyperpyyaml to accept a mapping override of it.
 
     **Live draws.** Each batch is drawn when the DataLoader asks for it, from
     the losses known at that moment. The DataLoader asks ahead: with
@@ -152,6 +153,11 @@ class ISBLSampler(torch.utils.data.Sampler):
     ... )
     >>> sampler.pool_names, sampler.pool_mix_probs.tolist(), len(sampler)
     (['ab', 'c'], [0.5, 0.5], 8)
+    >>> natural = ISBLSampler(
+    ...     DynamicItemDataset(data), batch_size=4, pool_field="lab", pool_mix={}
+    ... )
+    >>> natural.pool_mix_probs.round(3).tolist()
+    [0.333, 0.333, 0.333]
     >>> batch = next(iter(sampler))
     >>> sampler.observe([sampler.ids[i] for i in batch], [2.0, 0.5, 1.0, 3.0])
     >>> sampler.stats()["n_quarantined"]
@@ -284,6 +290,8 @@ class ISBLSampler(torch.utils.data.Sampler):
 
     def _resolve_mix(self, pool_mix, sizes):
         sizes = sizes.astype(np.float64)
+        if isinstance(pool_mix, Mapping) and not pool_mix:
+            pool_mix = "natural"
         if isinstance(pool_mix, str):
             if pool_mix == "natural":
                 weights = sizes
