@@ -154,6 +154,8 @@ class HardMiningBrain(sb.Brain):
         self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
     ):
         """Build loaders; the training one draws from the mining sampler if set."""
+        if stage == sb.Stage.TRAIN:
+            self._check_class_bias(dataset)
         if stage == sb.Stage.TRAIN and self.sampler_factory is not None:
             sampler = self.sampler_factory(dataset)
             for key in ("batch_size", "shuffle", "sampler", "drop_last"):
@@ -166,6 +168,34 @@ class HardMiningBrain(sb.Brain):
             ):
                 self.checkpointer.add_recoverable("mining_sampler", sampler)
         return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+
+    def _check_class_bias(self, dataset):
+        """Fail before training if class-bias reweighting cannot see its classes."""
+        rw = self.reweighting
+        pipeline = getattr(dataset, "pipeline", None)
+        if rw.mode != "class_bias" or pipeline is None:
+            return
+        outputs = list(getattr(pipeline, "output_mapping", {}) or {})
+        if outputs and rw.class_field not in outputs:
+            raise ConfigError(
+                "class_field",
+                f"{rw.class_field!r} is not a field of the training batches "
+                f"(they have: {', '.join(outputs)})",
+            )
+        data = getattr(dataset, "data", None)
+        ids = getattr(dataset, "data_ids", None)
+        if not data or not ids or rw.class_field not in data[ids[0]]:
+            return  # computed by the pipeline: checked on the first batch
+        present = {str(data[i][rw.class_field]) for i in ids}
+        missing = sorted(rw.favoured - present)
+        if len(missing) == len(rw.favoured):
+            raise ConfigError(
+                "favoured",
+                f"none of {missing} occurs in {rw.class_field!r} of the training set, "
+                "so every weight would stay equal",
+            )
+        if missing:
+            logger.warning("Favoured classes absent from the training set: %s", missing)
 
     def _train_loader_specifics(self, dataset, loader_kwargs):
         # A live sampler shards by rank itself; SpeechBrain's wrapper would

@@ -176,16 +176,6 @@ def _edited(recipe, name, changes, fragment_changes=None):
     return write
 
 
-def _pool_mix_mapping(mapping):
-    """kws_isbl.yaml with a {pool: weight} mix, both defaults made mappings."""
-    return _edited(
-        "kws",
-        "kws_isbl",
-        [("isbl_pool_mix: natural\n", f"isbl_pool_mix: {mapping}\n")],
-        {"isbl.yaml": [("pool_mix: natural\n", "pool_mix: {}\n")]},
-    )
-
-
 # (recipe, hparams file, command-line arguments, field named by the error,
 #  regex the rest of the message must match)
 CONFIG_CASES = {
@@ -221,15 +211,15 @@ CONFIG_CASES = {
     ),
     "isbl_pool_mix names an unknown pool": (
         "kws",
-        _pool_mix_mapping("{targets: 1, keywords: 2}"),
-        [],
+        "kws_isbl",
+        ["--isbl_pool_mix", "{targets: 1, keywords: 2}"],
         "pool_mix",
         r"unknown pool 'keywords'",
     ),
     "isbl_pool_mix leaves a pool out": (
         "kws",
-        _pool_mix_mapping("{targets: 1}"),
-        [],
+        "kws_isbl",
+        ["--isbl_pool_mix", "{targets: 1}"],
         "pool_mix",
         r"no weight for pool 'negatives'",
     ),
@@ -455,44 +445,19 @@ def test_valid_settings_reach_training(recipe, hparams_file, run):
         run(recipe, hparams_file)
 
 
-@pytest.mark.xfail(
-    raises=ValueError,
-    strict=True,
-    reason="hparams/isbl.yaml and the recipes default pool_mix / isbl_pool_mix "
-    "to the string 'natural', and hyperpyyaml cannot override a scalar with a "
-    "mapping; defaulting both to {} (read as natural) fixes it",
-)
 def test_pool_mix_mapping_from_the_command_line(run):
+    # The mapping default in the fragment lets a mapping replace it.
     with pytest.raises(TrainingStarted):
         run("kws", "kws_isbl", "--isbl_pool_mix", "{targets: 1, negatives: 3}")
 
 
-def test_pool_mix_mapping_with_mapping_defaults(run, tmp_path):
-    # The fix proposed above, applied to private copies: a valid mapping
-    # reaches training.
-    with pytest.raises(TrainingStarted):
-        run("kws", _pool_mix_mapping("{targets: 1, negatives: 3}")(tmp_path))
-
-
-# Settings that are wrong for the data, not in themselves: today they are
-# only noticed (or never) once training runs. HardMiningBrain could check them
-# when it builds the training loader.
-@pytest.mark.xfail(
-    raises=TrainingStarted,
-    strict=True,
-    reason="reweight_class_field is only looked up in the first training batch",
-)
+# Settings that are wrong for the data, not in themselves: HardMiningBrain
+# checks them when it builds the training loader.
 def test_class_field_missing_from_the_batches(run):
     with pytest.raises(ConfigError, match="^class_field: .*'speaker'"):
         run("kws", "kws_class_bias", "--reweight_class_field", "speaker")
 
 
-@pytest.mark.xfail(
-    raises=TrainingStarted,
-    strict=True,
-    reason="when no favoured class occurs in the training data (a typo), "
-    "class_bias silently leaves every weight equal",
-)
 def test_no_favoured_class_in_the_data(run):
     with pytest.raises(ConfigError, match="^favoured: .*'yse'"):
         run("kws", "kws_class_bias", "--reweight_favoured", "[yse]")
