@@ -111,6 +111,13 @@ def markdown_table(results, seeds, settings):
         f"({settings['batches_per_epoch']} batches of {settings['batch_size']} "
         f"x {settings['signal_len'] / 8000:g} s per epoch), synthetic data."
     )
+    lines.append("")
+    lines.append(
+        "Read with care: a tiny model, a small synthetic set, a short budget and "
+        "3 seeds. A difference between variants within the seed spread is not "
+        "evidence that one is better, and nothing here speaks for full-size "
+        "models trained to convergence on WSJ0-2mix."
+    )
     return "\n".join(lines)
 
 
