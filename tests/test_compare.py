@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import types
 from pathlib import Path
 
@@ -27,14 +28,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------ fake outputs
-def write_mining_stats(folder, records):
-    """mining_stats.jsonl through HardMiningBrain's own writer."""
+def write_mining_stats(folder, records, epoch_seconds=None):
+    """mining_stats.jsonl through HardMiningBrain's own writer.
+
+    With ``epoch_seconds`` each epoch is logged as having trained that long
+    (the writer adds it up into ``wall_time_s``); without, the records carry
+    no training time, as a run from before that field would.
+    """
     for record in records:
         fake = types.SimpleNamespace(
             hparams=types.SimpleNamespace(output_folder=str(folder)),
             mining_stats={k: v for k, v in record.items() if k != "optimizer_step"},
             optimizer_step=record["optimizer_step"],
         )
+        if epoch_seconds is not None:
+            fake._epoch_started = time.time() - epoch_seconds
         HardMiningBrain._write_statistics(
             fake, record["epoch"] if "epoch" in record else 1
         )
@@ -76,7 +84,7 @@ def write_hparams(folder, seed, sampler=False):
     (folder / "hyperparams.yaml").write_text("# yamllint disable\n" + resolved)
 
 
-def sep_run(folder, seed, sisnri, curve, mining, sampler_ids=None):
+def sep_run(folder, seed, sisnri, curve, mining, sampler_ids=None, epoch_seconds=None):
     folder.mkdir(parents=True)
     rows = [
         {
@@ -90,7 +98,15 @@ def sep_run(folder, seed, sisnri, curve, mining, sampler_ids=None):
     ]
     write_test_results(rows, folder / "test_results.csv", folder / "test_summary.json")
     write_train_log(folder, curve, [c - 1.0 for c in curve], "si-snr")
-    write_mining_stats(folder, mining)
+    write_mining_stats(folder, mining, epoch_seconds)
+    if epoch_seconds is None:  # as if written before wall_time_s existed
+        lines = (folder / "mining_stats.jsonl").read_text().splitlines()
+        stripped = []
+        for line in lines:
+            record = json.loads(line)
+            record.pop("wall_time_s"), record.pop("epoch_time_s")
+            stripped.append(json.dumps(record))
+        (folder / "mining_stats.jsonl").write_text("\n".join(stripped) + "\n")
     write_hparams(folder, seed, sampler=sampler_ids is not None)
     if sampler_ids is not None:
         save = folder / "save"
@@ -162,8 +178,10 @@ def sep_results(tmp_path):
             [-3.0, -5.0, -7.0],
             mining_records([10, 20, 29 + seed], [2, 2, 2], [1, 1, 1], [0.9, 0.8, 0.7]),
             sampler_ids=ids,
+            epoch_seconds=7.0,
         )
-    # Wall time from the variants runner for one run, from log.txt for another.
+    # Wall time from the variants runner for one run, from log.txt for another;
+    # the ISBL runs have their training time in mining_stats.jsonl.
     (root / "sepformer_baseline" / "1" / "run_info.json").write_text(
         json.dumps({"wall_time_s": 12.5})
     )
@@ -227,6 +245,10 @@ def test_table_values_from_known_results(sep_results, tmp_path):
     assert rows["sepformer_isbl"]["batches_skipped"]["mean"] == 3.0
     # Wall time: run_info.json (12.5 s) and the log.txt span (20.5 s).
     assert base["wall_time_s"]["values"] == pytest.approx([12.5, 20.5])
+    # 3 epochs of 7 s each, summed by the Brain's statistics writer.
+    assert rows["sepformer_isbl"]["wall_time_s"]["values"] == pytest.approx(
+        [21.0, 21.0], abs=0.2
+    )
     assert "16.5 ± 5.7" in lines["sepformer_baseline"]
 
     # CSV and JSON carry the same numbers.
