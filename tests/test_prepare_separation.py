@@ -29,14 +29,17 @@ SECONDS = 0.25
 
 
 def _load(path, name):
+    """Import a recipe script under a name of its own (registered, so that
+    doctest finds its objects even if other tests import the same file)."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-wsj = _load(WSJ_SCRIPT, "prepare_wsj0mix")
-libri = _load(LIBRI_SCRIPT, "prepare_librimix")
+wsj = _load(WSJ_SCRIPT, "test_prepare_separation_wsj0mix")
+libri = _load(LIBRI_SCRIPT, "test_prepare_separation_librimix")
 
 
 def _rows(path):
