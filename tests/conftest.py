@@ -8,6 +8,19 @@ import pytest
 logging.getLogger("speechbrain").setLevel(logging.WARNING)
 
 
+#: Command-line overrides that make the KWS recipe's model tiny (tests only).
+KWS_TINY_MODEL = [
+    "--tdnn_channels",
+    "16",
+    "--emb_dim",
+    "16",
+    "--n_mels",
+    "20",
+    "--batch_size",
+    "8",
+]
+
+
 def make_batch(x, y, ids=None, problems=None, classes=None):
     """A batch object with the fields recipes' PaddedBatch would carry."""
     n = x.shape[0]

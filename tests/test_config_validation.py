@@ -15,6 +15,7 @@ import re
 import shutil
 
 import pytest
+from conftest import KWS_TINY_MODEL
 
 from hardmine.brain import HardMiningBrain
 from hardmine.layouts import make_wsj0mix
@@ -28,20 +29,7 @@ RECIPES = {
     "wsj": ROOT / "recipes/WSJ0Mix/separation",
 }
 KWS_CLASSES = 5  # yes, no, up, _unknown_ (cat), _silence_
-KWS_ARGS = [
-    "--number_of_epochs",
-    "1",
-    "--n_classes",
-    str(KWS_CLASSES),
-    "--tdnn_channels",
-    "16",
-    "--emb_dim",
-    "16",
-    "--n_mels",
-    "20",
-    "--batch_size",
-    "8",
-]
+KWS_ARGS = ["--number_of_epochs", "1", "--n_classes", str(KWS_CLASSES), *KWS_TINY_MODEL]
 WSJ_ARGS = [
     "--model_size",
     "tiny",

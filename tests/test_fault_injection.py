@@ -17,22 +17,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import KWS_TINY_MODEL
 
 from hardmine.synthetic_gsc import generate_gsc
 
 RECIPE = (
     pathlib.Path(__file__).resolve().parents[1] / "recipes/GoogleSpeechCommands/kws"
 )
-TINY = [
-    "--tdnn_channels",
-    "16",
-    "--emb_dim",
-    "16",
-    "--n_mels",
-    "20",
-    "--batch_size",
-    "8",
-]
 SR = 16000
 
 
@@ -114,7 +105,7 @@ def _run(train, corpus, prepared, out, variant, epochs=3, extra=()):
             "5",
             "--skip_prep",
             "True",
-            *TINY,
+            *KWS_TINY_MODEL,
             *extra,
         ]
     )

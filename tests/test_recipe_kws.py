@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import KWS_TINY_MODEL
 from hyperpyyaml import load_hyperpyyaml
 
 from hardmine.isbl import ISBLSampler
@@ -26,16 +27,7 @@ RECIPE = (
 VARIANTS = ("kws", "kws_isbl", "kws_class_bias", "kws_robust")
 # yes, no, up + _unknown_ (cat) + _silence_
 TINY_CLASSES = 5
-TINY_MODEL = [
-    "--tdnn_channels",
-    "16",
-    "--emb_dim",
-    "16",
-    "--n_mels",
-    "20",
-    "--batch_size",
-    "8",
-]
+TINY_MODEL = KWS_TINY_MODEL
 
 
 @pytest.fixture(scope="module")
