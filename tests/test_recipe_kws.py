@@ -24,7 +24,7 @@ from hardmine.validation import ConfigError
 RECIPE = (
     pathlib.Path(__file__).resolve().parents[1] / "recipes/GoogleSpeechCommands/kws"
 )
-VARIANTS = ("kws", "kws_isbl", "kws_class_bias", "kws_robust")
+VARIANTS = ("kws", "kws_isbl", "kws_class_bias", "kws_robust", "kws_catpow")
 # yes, no, up + _unknown_ (cat) + _silence_
 TINY_CLASSES = 5
 TINY_MODEL = KWS_TINY_MODEL
@@ -250,6 +250,10 @@ def test_recipe_end_to_end(variant, tmp_path, tiny_corpus):
         # Draws with replacement: an epoch is as many draws as examples,
         # rounded up to whole batches.
         assert all(n_train <= s["examples"] < n_train + 8 for s in stats)
+        assert 0 < stats[-1]["sampler_coverage"] <= 1
+    elif variant == "kws_catpow":
+        # dataset_scaling_factor 1.2: int(1.2 * total bins / mean bins) draws.
+        assert all(abs(s["examples"] - 1.2 * n_train) <= 1 for s in stats)
         assert 0 < stats[-1]["sampler_coverage"] <= 1
     else:
         assert all(s["examples"] == n_train for s in stats)
