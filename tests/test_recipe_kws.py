@@ -252,8 +252,9 @@ def test_recipe_end_to_end(variant, tmp_path, tiny_corpus):
         assert all(n_train <= s["examples"] < n_train + 8 for s in stats)
         assert 0 < stats[-1]["sampler_coverage"] <= 1
     elif variant == "kws_catpow":
-        # dataset_scaling_factor 1.2: int(1.2 * total bins / mean bins) draws.
-        assert all(abs(s["examples"] - 1.2 * n_train) <= 1 for s in stats)
+        # dataset_scaling_factor 1.2: int(1.2 * total bins / mean bins) draws,
+        # less a short final batch (drop_last).
+        assert all(1.2 * n_train - 9 <= s["examples"] <= 1.2 * n_train for s in stats)
         assert 0 < stats[-1]["sampler_coverage"] <= 1
     else:
         assert all(s["examples"] == n_train for s in stats)
