@@ -165,3 +165,69 @@ def test_isbl_does_not_collapse_onto_broken_clips(corrupted, tmp_path):
     assert last["examples_bad_audio"] <= 0.01 * last["examples"] + 1
     assert sum(s["examples_bad_audio"] for s in stats) >= 1
     _assert_finite_checkpoints(save)
+
+
+SEP_RECIPE = RECIPE.parents[1] / "WSJ0Mix/separation"
+
+
+@pytest.mark.slow
+def test_silent_and_broken_separation_targets_never_make_a_nan_weight(
+    tmp_path, monkeypatch
+):
+    """Robust weights with a capacity controller over batches holding a silent
+    target (SI-SNR undefined), a NaN-valued target and an unreadable mixture."""
+    from hardmine.layouts import make_wsj0mix
+
+    root = make_wsj0mix(
+        str(tmp_path / "wsj"), sizes={"tr": 40, "cv": 2, "tt": 2}, seconds=0.5, seed=3
+    )
+    monkeypatch.syspath_prepend(str(SEP_RECIPE))  # train.py imports its prepare script
+    spec = importlib.util.spec_from_file_location(
+        "sep_train_faults", SEP_RECIPE / "train.py"
+    )
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    out = tmp_path / "robust"
+    common = [
+        "--data_folder", root, "--output_folder", str(out), "--model_size", "tiny",
+        "--num_workers", "0", "--noprogressbar", "--batch_size", "4", "--N_epochs", "1",
+    ]  # fmt: skip
+    # Prepare first, then corrupt: as if the files broke after preparation.
+    from prepare_wsj0mix import prepare_wsjmix
+
+    prepare_wsjmix(root, str(out / "save"))
+    split = pathlib.Path(root) / "wav8k/min/tr"
+    names = sorted(p.name for p in (split / "mix").iterdir())
+    broken = {
+        names[3]: ("s1", "silent"),
+        names[17]: ("s2", "nan"),
+        names[30]: ("mix", "unreadable"),
+    }
+    for name, (folder, kind) in broken.items():
+        path = split / folder / name
+        n = sf.info(str(path)).frames if kind != "unreadable" else 0
+        if kind == "silent":
+            sf.write(str(path), np.zeros(n, dtype=np.float32), 8000)
+        elif kind == "nan":
+            sf.write(
+                str(path), np.full(n, np.nan, dtype=np.float32), 8000, subtype="FLOAT"
+            )
+        else:
+            path.write_bytes(b"not audio")
+    train.main(
+        [str(SEP_RECIPE / "hparams/sepformer_robust.yaml"), *common,
+         "--skip_prep", "True", "--reweight_capacity", "0.3"]
+    )  # fmt: skip
+
+    stats = json.loads((out / "mining_stats.jsonl").read_text().splitlines()[-1])
+    assert stats["examples_bad_audio"] == 3
+    assert np.isfinite(stats["weights_ess"]) and 1.0 <= stats["weights_ess"] <= 4.0
+    assert np.isfinite(stats["beta"]) and np.isfinite(stats["weights_kl"])
+    assert stats["batches_skipped"] == 0  # the rest of each batch still trained
+    log = (out / "log.txt").read_text()
+    for name in broken:
+        uid = name[: -len(".wav")]
+        assert (
+            len(re.findall(rf"Broken audio in example {re.escape(uid)} ", log)) == 1
+        ), uid
+    _assert_finite_checkpoints(out / "save")
