@@ -12,7 +12,7 @@ the hardest mixtures).
 
 Usage::
 
-    python -m hardmine.demo                 # about 15 minutes on 2 CPU cores
+    python -m hardmine.demo                 # about 16 minutes on 2 idle CPU cores
     python -m hardmine.demo --epochs 2      # a quicker look
     python -m hardmine.demo --fresh         # discard earlier demo runs
 
@@ -183,7 +183,7 @@ def main(argv=None):
         prog="python -m hardmine.demo", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--output", default="results/demo", type=Path)
-    parser.add_argument("--epochs", default=8, type=int)
+    parser.add_argument("--epochs", default=6, type=int)
     parser.add_argument("--batch_size", default=4, type=int)
     parser.add_argument(
         "--signal_len", default=16000, type=int, help="training crop in samples"
