@@ -660,3 +660,4 @@ def test_demo_runs_both_variants_with_the_same_budget(tmp_path, capsys):
             2,
             2000,
         )
+        assert hp["lr"] == 1e-3  # the demo's learning rate for the tiny model
