@@ -37,7 +37,7 @@ import time
 import speechbrain as sb
 import torch
 
-from hardmine import reduce
+from hardmine import distributed
 from hardmine.loss_limit import LossLimit
 from hardmine.loss_table import LossPowerTable
 from hardmine.reweighting import SoftmaxReweighting, effective_sample_size
@@ -348,7 +348,7 @@ class HardMiningBrain(sb.Brain):
 
         # Under DDP every rank must take the same decision, or the gradient
         # all-reduce of the ranks that do step would wait for ever.
-        if reduce.any_over_ranks(reason is not None) and reason is None:
+        if distributed.any_over_ranks(reason is not None) and reason is None:
             reason = "other_rank"
         if reason is not None:
             return self._skip(reason, losses)
@@ -388,7 +388,7 @@ class HardMiningBrain(sb.Brain):
         """This epoch's counters, summed over all ranks."""
         names = list(self._count)
         totals = dict(
-            zip(names, reduce.sum_over_ranks([self._count[k] for k in names]))
+            zip(names, distributed.sum_over_ranks([self._count[k] for k in names]))
         )
         stats = {
             "batches": int(totals["batches"]),
@@ -429,9 +429,9 @@ class HardMiningBrain(sb.Brain):
             candidate = getattr(self.live_sampler, name, None)
             if isinstance(candidate, LossPowerTable):
                 table = candidate
-        if table is None or not reduce.is_distributed():
+        if table is None or distributed.world_size() == 1:
             return None
-        digests = reduce.gather_objects(table.digest())
+        digests = distributed.gather_objects(table.digest())
         if len(set(digests)) > 1:
             logger.error("The sampler's loss tables differ across ranks: %s", digests)
         return len(set(digests)) == 1

@@ -23,7 +23,7 @@ from speechbrain.utils.checkpoints import (
     register_checkpoint_hooks,
 )
 
-from hardmine import reduce
+from hardmine import distributed
 from hardmine.validation import check_number
 
 __all__ = ["CapacityController"]
@@ -96,7 +96,7 @@ class CapacityController(torch.nn.Module):
         Under torch.distributed the KL values of all ranks are averaged first,
         so every rank keeps the same beta.
         """
-        kl = float(reduce.mean_over_ranks(float(kl)))
+        kl = float(distributed.mean_over_ranks(float(kl)))
         self.last_kl = kl
         self.optimizer.zero_grad(set_to_none=True)
         beta = torch.nn.functional.softplus(self.rho)

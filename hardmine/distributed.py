@@ -11,13 +11,24 @@ Example
 >>> parts = all_gather_pairs(np.array([3, 1]), np.array([0.5, 2.0]))
 >>> [(i.tolist(), v.tolist()) for i, v in parts]
 [([3, 1], [0.5, 2.0])]
+>>> sum_over_ranks([1.0, 2.0]), any_over_ranks(False)
+([1.0, 2.0], False)
 """
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_distributed", "rank", "world_size", "all_gather_pairs"]
+__all__ = [
+    "is_distributed",
+    "rank",
+    "world_size",
+    "all_gather_pairs",
+    "sum_over_ranks",
+    "mean_over_ranks",
+    "any_over_ranks",
+    "gather_objects",
+]
 
 
 def is_distributed():
@@ -87,3 +98,41 @@ def all_gather_pairs(indices, values):
         block = block[:n].cpu().numpy()
         result.append((block[:, 0].astype(np.int64), block[:, 1].copy()))
     return result
+
+
+def sum_over_ranks(values):
+    """Sum a float or a list of floats over all ranks (float64)."""
+    if world_size() == 1:
+        return values
+    scalar = not isinstance(values, (list, tuple))
+    t = torch.tensor(
+        [values] if scalar else list(values),
+        dtype=torch.float64,
+        device=_collective_device(),
+    )
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    out = t.cpu().tolist()
+    return out[0] if scalar else out
+
+
+def mean_over_ranks(value):
+    """Average a float over all ranks."""
+    if world_size() == 1:
+        return value
+    return sum_over_ranks(float(value)) / world_size()
+
+
+def any_over_ranks(flag):
+    """True on every rank if ``flag`` is true on any rank."""
+    if world_size() == 1:
+        return bool(flag)
+    return sum_over_ranks(1.0 if flag else 0.0) > 0
+
+
+def gather_objects(obj):
+    """The list of ``obj`` from every rank (``[obj]`` in a single process)."""
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
