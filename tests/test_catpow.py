@@ -758,6 +758,181 @@ def test_observe_rejects_unknown_ids_and_mismatched_lengths():
     uniform.observe(["nobody"], [1.0])  # the uniform leaf ignores feedback
 
 
+# ----------------------------------------------- ISBL leaf options reach it
+# Two groups of 12 utterances with equal group probabilities and ~40,000
+# draws: about 20,000 per group, so the within-group chi-square tells apart
+# loss powers as close as alpha = 0.75 and 1 (a deviation of the expected
+# leaf probabilities by the other option is rejected at p << 1e-6).
+LEAF_LAYOUT = {("a", "en"): 12, ("a", "fr"): 12}
+
+
+def leaf_sampler(**kw):
+    rows = make_rows(seed=5, layout=LEAF_LAYOUT)
+    base = dict(
+        batch_bins=120,
+        category_field="lang",
+        dataset_field="corpus",
+        category_upsampling_factor=0.0,
+        dataset_scaling_factor=1700.0,
+        leaf="isbl",
+        seed=13,
+    )
+    return rows, CategoryDatasetPowerSampler(make_dataset(rows), **{**base, **kw})
+
+
+def leaf_weights(scores, alpha, eps, quarantined=None):
+    """``L ** alpha + eps`` (``eps`` alone for a quarantined example)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    powered = np.power(scores, alpha)
+    if quarantined is not None:
+        powered = np.where(quarantined, 0.0, powered)
+    return powered + eps
+
+
+def leaf_counts(sampler, epoch=1):
+    """Draws of every utterance over one epoch without feedback."""
+    sampler.set_epoch(epoch)
+    counts = np.zeros(len(sampler.table), dtype=np.int64)
+    for batch in sampler:
+        np.add.at(counts, batch, 1)
+    assert counts.sum() == sampler.num_draws > 40_000
+    return counts
+
+
+def leaf_pvalue(observed, weights, min_expected=5.0):
+    """Chi-square p-value of draws against weights, pooling sparse cells."""
+    observed = np.asarray(observed, dtype=np.float64)
+    expected = np.asarray(weights, dtype=np.float64)
+    expected = expected / expected.sum() * observed.sum()
+    small = expected < min_expected
+    obs = np.append(observed[~small], observed[small].sum())
+    exp = np.append(expected[~small], expected[small].sum())
+    if exp[-1] == 0:
+        obs, exp = obs[:-1], exp[:-1]
+    assert obs.size >= 3
+    return chisquare(obs, exp).pvalue
+
+
+def check_leaf_draws(sampler, counts, right, wrong):
+    """Per group: the draws fit ``right`` weights and reject ``wrong`` ones."""
+    groups = sampler.group_of_index(np.arange(len(sampler.table)))
+    for g in range(len(sampler.groups)):
+        members = np.flatnonzero(groups == g)
+        assert np.array_equal(sampler.loss_table.members(g), members)
+        np.testing.assert_allclose(
+            sampler.loss_table.probabilities(g),
+            right[members] / right[members].sum(),
+            rtol=1e-12,
+            atol=0,
+        )
+        observed = counts[members]
+        assert observed.sum() > 18_000
+        assert leaf_pvalue(observed, right[members]) > 1e-3, sampler.groups[g]
+        assert leaf_pvalue(observed, wrong[members]) < 1e-6, sampler.groups[g]
+
+
+@pytest.mark.parametrize("alpha,other", [(0.75, 1.0), (1.0, 0.75), (0.5, 0.75)])
+def test_isbl_leaf_draws_with_the_configured_alpha(alpha, other):
+    rows, sampler = leaf_sampler(alpha=alpha, eps=1e-6)
+    assert sampler.loss_table.alpha == alpha
+    losses = np.random.default_rng(3).permutation(np.linspace(0.25, 8.0, len(rows)))
+    sampler.observe([r[0] for r in rows], losses)
+    np.testing.assert_array_equal(sampler.loss_table.scores, losses)
+    counts = leaf_counts(sampler)
+    check_leaf_draws(
+        sampler,
+        counts,
+        right=leaf_weights(losses, alpha, 1e-6),
+        wrong=leaf_weights(losses, other, 1e-6),
+    )
+
+
+@pytest.mark.parametrize("eps,other", [(0.5, 1e-6), (1e-6, 0.5)])
+def test_isbl_leaf_draws_with_the_configured_eps(eps, other):
+    rows, sampler = leaf_sampler(alpha=1.0, eps=eps)
+    assert sampler.loss_table.eps == eps
+    losses = np.random.default_rng(4).permutation(np.linspace(0.5, 6.0, len(rows)))
+    losses[[1, 7, 14]] = 0.0  # learned perfectly: weight eps
+    losses[[4, 19]] = np.nan  # broken audio: quarantined, weight eps
+    sampler.observe([r[0] for r in rows], losses)
+    quarantined = np.isnan(losses)
+    assert np.array_equal(sampler.loss_table.quarantined, quarantined)
+    assert sampler.stats()["n_quarantined"] == 2
+    scores = np.where(quarantined, 0.0, losses)
+    np.testing.assert_array_equal(sampler.loss_table.scores, scores)
+    counts = leaf_counts(sampler)
+    floor = quarantined | (scores == 0)
+    if eps >= 0.1:
+        # weight 0.5 against ~45 per group: about 1 % of the draws each
+        assert np.all(counts[floor] > 100)
+    else:
+        assert counts[floor].sum() == 0
+    check_leaf_draws(
+        sampler,
+        counts,
+        right=leaf_weights(scores, 1.0, eps, quarantined),
+        wrong=leaf_weights(scores, 1.0, other, quarantined),
+    )
+
+
+@pytest.mark.parametrize(
+    "transform,other", [("db_to_power", "identity"), ("identity", "db_to_power")]
+)
+def test_isbl_leaf_draws_with_the_configured_transform(transform, other):
+    rows, sampler = leaf_sampler(alpha=0.75, transform=transform)
+    assert sampler.loss_table.transform == transform
+    losses = np.random.default_rng(6).permutation(np.linspace(0.0, 12.0, len(rows)))
+    sampler.observe([r[0] for r in rows], losses)
+
+    def hardness(name):
+        return 10.0 ** (losses / 10.0) if name == "db_to_power" else losses
+
+    np.testing.assert_allclose(
+        sampler.loss_table.scores, hardness(transform), rtol=1e-14
+    )
+    counts = leaf_counts(sampler)
+    check_leaf_draws(
+        sampler,
+        counts,
+        right=leaf_weights(hardness(transform), 0.75, 1e-6),
+        wrong=leaf_weights(hardness(other), 0.75, 1e-6),
+    )
+
+
+def test_isbl_leaf_scores_blend_with_the_configured_momentum():
+    m = 0.6
+    rows, sampler = leaf_sampler(alpha=1.0, momentum=m)
+    assert sampler.loss_table.momentum == m
+    ids = [r[0] for r in rows]
+    rising = np.random.default_rng(8).permutation(np.linspace(0.5, 8.0, len(rows)))
+    falling = 8.5 - rising  # the opposite order of hardness
+    sampler.observe(ids, rising)
+    # How a first observation meets the initial score is the table's own
+    # rule; from the second observation on, every one is blended in.
+    first = np.array(sampler.loss_table.scores)
+    assert np.all(np.isfinite(first)) and not np.array_equal(first, np.ones(len(rows)))
+    sampler.observe(ids, rising)
+    second = m * first + (1 - m) * rising
+    np.testing.assert_allclose(sampler.loss_table.scores, second, rtol=1e-12)
+    sampler.observe(ids, falling)
+    third = m * second + (1 - m) * falling
+    np.testing.assert_allclose(sampler.loss_table.scores, third, rtol=1e-12)
+    # Repeats within one call are blended in order too.
+    sampler.observe([ids[0], ids[0]], [2.0, 5.0])
+    third[0] = m * (m * third[0] + (1 - m) * 2.0) + (1 - m) * 5.0
+    np.testing.assert_allclose(sampler.loss_table.scores, third, rtol=1e-12)
+    counts = leaf_counts(sampler)
+    check_leaf_draws(
+        sampler,
+        counts,
+        right=leaf_weights(third, 1.0, 1e-6),
+        wrong=leaf_weights(np.r_[5.0, falling[1:]], 1.0, 1e-6),  # latest loss only
+    )
+    # Another momentum leaves other scores behind: ~0.9 keeps more of the past.
+    other = 0.9 * (0.9 * first + 0.1 * rising) + 0.1 * falling
+    assert np.max(np.abs(other - third)[1:]) > 0.5
+
+
 def loss_of(uid, epoch):
     """A fixed, id-dependent training loss (identical in every run)."""
     return 0.5 + (int(uid[3:]) * 7 + epoch * 3) % 11
