@@ -27,11 +27,13 @@ class ConfigError(ValueError):
     field : str
         Name of the offending field, as written in the YAML file.
     message : str
-        What is wrong with it.
+        What is wrong with it (kept as ``reason``; ``str(error)`` is
+        ``"<field>: <message>"``).
     """
 
     def __init__(self, field, message):
         self.field = field
+        self.reason = message
         super().__init__(f"{field}: {message}")
 
 
