@@ -7,17 +7,34 @@ only if the run stops earlier, with an error naming the field (or, for data
 problems, the path) at fault. YAML and fragment errors surface while the
 file loads; sampler errors when the training loader is built inside
 ``fit``; data errors during preparation.
+
+From the command line (``hardmine.cli``) the same errors end the run with
+exit status 2 and one line on stderr naming the option the user gave and
+the field it feeds: every case's error is rendered with ``describe``, and a
+few runs of ``train.py`` in a subprocess check the whole path.
 """
 
 import importlib.util
+import io
+import os
 import pathlib
 import re
+import shlex
 import shutil
+import subprocess
+import sys
 
 import pytest
 from conftest import KWS_TINY_MODEL
 
 from hardmine.brain import HardMiningBrain
+from hardmine.cli import (
+    EXIT_CONFIG_ERROR,
+    describe,
+    exit_on_config_error,
+    field_handles,
+    forwarded_fields,
+)
 from hardmine.layouts import make_wsj0mix
 from hardmine.manifest import LayoutError
 from hardmine.synthetic_gsc import generate_gsc
@@ -451,6 +468,45 @@ def test_no_favoured_class_in_the_data(run):
         run("kws", "kws_class_bias", "--reweight_favoured", "[yse]")
 
 
+# The fragment each family of options feeds, as the recipes include it.
+OPTION_OWNERS = {"isbl_": "mining_sampler", "reweight_": "reweighting"}
+
+# How the command line names the field of a case that no option of the case
+# feeds (by default: the option named after the field, with its value).
+CLI_LEADS = {
+    # The fragment's ``mode`` has no handle: the field alone.
+    "reweighting mode unknown": "reweight_mode",
+    # Fed by a handle the case does not give: named without a value.
+    "decreasing schedule without reweight_temperature_final": (
+        "reweight_temperature_final (reweighting field temperature_final)"
+    ),
+    "decreasing log schedule without floor (separation)": (
+        "reweight_temperature_final (reweighting field temperature_final)"
+    ),
+    "inverse schedule without reweight_temperature_final": (
+        "reweight_temperature_final (reweighting field temperature_final)"
+    ),
+    "curriculum with a temperature that does not grow (separation)": (
+        "reweight_schedule (reweighting field schedule)"
+    ),
+}
+
+
+def _cli_lead(case, argv, field):
+    """What the command-line message names before the reason."""
+    if case in CLI_LEADS:
+        return CLI_LEADS[case]
+    for option, value in _pairs(argv).items():
+        name = option[2:]
+        lead = f"{option} {shlex.quote(value)}"
+        if name == field:
+            return lead
+        for prefix, owner in OPTION_OWNERS.items():
+            if name == prefix + field:
+                return f"{lead} ({owner} field {field})"
+    raise AssertionError(f"no option of {argv} feeds {field}")
+
+
 @pytest.mark.parametrize("case", list(CONFIG_CASES))
 def test_bad_setting_fails_before_training(case, run, tmp_path):
     recipe, hparams_file, argv, field, pattern = CONFIG_CASES[case]
@@ -463,6 +519,12 @@ def test_bad_setting_fails_before_training(case, run, tmp_path):
     message = str(err)
     assert message.startswith(f"{field}: "), message
     assert re.search(pattern, message), message
+    # The one line the command line prints for it.
+    if not pathlib.Path(hparams_file).is_absolute():
+        hparams_file = str(RECIPES[recipe] / "hparams" / f"{hparams_file}.yaml")
+    line = describe(err, [hparams_file, *argv])
+    assert line == f"error: {_cli_lead(case, argv, field)}: {err.reason}"
+    assert "\n" not in line
 
 
 # (recipe, data folder key ("missing": a path that does not exist),
@@ -502,3 +564,165 @@ def test_bad_data_folder_fails_before_training(case, run, data, tmp_path):
     if key == "torn":
         assert message.endswith("/tr/s2"), message
     assert re.search(pattern, message), message
+
+
+# ------------------------------------------------------------ command line
+def _recipe_yaml(recipe, name):
+    return str(RECIPES[recipe] / "hparams" / f"{name}.yaml")
+
+
+def test_forwarded_fields_read_from_the_recipe():
+    forwarded = forwarded_fields(_recipe_yaml("kws", "kws_isbl"))
+    assert ("alpha", "isbl_alpha", "mining_sampler") in forwarded
+    assert ("isbl_alpha", "isbl_alpha", "") in forwarded
+    assert field_handles("alpha", forwarded) == {"isbl_alpha": ["mining_sampler"]}
+    # A top-level field is its own handle, also when a fragment uses it.
+    assert field_handles("loss_upper_lim", forwarded) == {
+        "loss_upper_lim": ["loss_limit"]
+    }
+    assert field_handles("mode", forwarded) == {}
+    assert forwarded_fields("/nonexistent/recipe.yaml") == []
+
+
+@pytest.mark.parametrize(
+    "recipe, name, field, argv, lead",
+    [
+        # One option feeds the field under another name.
+        (
+            "kws",
+            "kws_catpow",
+            "max_batch_size",
+            ["--batch_size", "0"],
+            "--batch_size 0 (mining_sampler field max_batch_size)",
+        ),
+        (
+            "kws",
+            "kws_isbl",
+            "alpha",
+            ["--isbl_alpha=-1"],
+            "--isbl_alpha -1 (mining_sampler field alpha)",
+        ),
+        (
+            "kws",
+            "kws_isbl",
+            "pools",
+            ["--isbl_pools", "{a: [x]}"],
+            "--isbl_pools '{a: [x]}' (mining_sampler field pools)",
+        ),
+        # Set in the YAML file: the handle to change, without a value.
+        ("kws", "kws_isbl", "alpha", [], "isbl_alpha (mining_sampler field alpha)"),
+        # Two handles can set max_grad_norm: the one given wins, the direct
+        # one if both are; neither given: the field alone.
+        (
+            "wsj",
+            "sepformer",
+            "max_grad_norm",
+            ["--clip_grad_norm", "-1"],
+            "--clip_grad_norm -1 (field max_grad_norm)",
+        ),
+        (
+            "wsj",
+            "sepformer",
+            "max_grad_norm",
+            ["--clip_grad_norm", "-1", "--max_grad_norm", "-2"],
+            "--max_grad_norm -2",
+        ),
+        ("wsj", "sepformer", "max_grad_norm", [], "max_grad_norm"),
+        # No handle at all.
+        ("wsj", "sepformer_robust", "reweight_mode", ["--lr", "1"], "reweight_mode"),
+    ],
+)
+def test_command_line_message_names_the_option(recipe, name, field, argv, lead):
+    err = ConfigError(field, "must be >= 1, got -1")
+    line = describe(err, [_recipe_yaml(recipe, name), *argv])
+    assert line == f"error: {lead}: must be >= 1, got -1"
+
+
+def _exit_line(argv, raise_error, monkeypatch, rank=None):
+    if rank is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", str(rank))
+    stream = io.StringIO()
+    with pytest.raises(SystemExit) as info:
+        with exit_on_config_error(argv, stream=stream):
+            raise_error()
+    assert info.value.code == EXIT_CONFIG_ERROR == 2
+    return stream.getvalue()
+
+
+def test_config_error_exits_with_one_line(monkeypatch):
+    argv = [_recipe_yaml("kws", "kws_isbl"), "--isbl_alpha", "-1"]
+    expected = (
+        "error: --isbl_alpha -1 (mining_sampler field alpha): "
+        "must be >= 0.0, got -1.0\n"
+    )
+
+    def direct():
+        raise ConfigError("alpha", "must be >= 0.0, got -1.0")
+
+    def wrapped():  # as a loader might re-raise it
+        try:
+            direct()
+        except ConfigError as err:
+            raise RuntimeError("while building mining_sampler") from err
+
+    def in_handler():
+        try:
+            direct()
+        except ConfigError:
+            raise ValueError("could not build mining_sampler")  # noqa: B904
+
+    for raise_error in (direct, wrapped, in_handler):
+        assert _exit_line(argv, raise_error, monkeypatch) == expected
+    # Under torchrun only rank 0 prints; every rank exits with status 2.
+    assert _exit_line(argv, direct, monkeypatch, rank=0) == expected
+    assert _exit_line(argv, direct, monkeypatch, rank=1) == ""
+
+
+def test_other_errors_keep_their_traceback():
+    stream = io.StringIO()
+    with pytest.raises(KeyError, match="n_classes"):
+        with exit_on_config_error(["x.yaml"], stream=stream):
+            raise KeyError("n_classes")
+    # An error raised on purpose without its context is not a ConfigError.
+    with pytest.raises(RuntimeError):
+        with exit_on_config_error(["x.yaml"], stream=stream):
+            try:
+                raise ConfigError("alpha", "bad")
+            except ConfigError:
+                raise RuntimeError("unrelated") from None
+    with exit_on_config_error(["x.yaml"], stream=stream):
+        pass
+    assert stream.getvalue() == ""
+
+
+def _run_train_py(recipe, name, args, data, tmp_path):
+    folder = RECIPES[recipe]
+    defaults = _pairs(KWS_ARGS if recipe == "kws" else WSJ_ARGS)
+    defaults.update(_pairs(args))
+    defaults["--data_folder"] = data["kws" if recipe == "kws" else "wsj"]
+    defaults["--output_folder"] = str(tmp_path / "out")
+    cmd = [sys.executable, str(folder / "train.py"), _recipe_yaml(recipe, name)]
+    for key, value in defaults.items():
+        cmd += [key] if value is None else [key, value]
+    env = {**os.environ, "HARDMINE_CACHE": str(tmp_path / "cache")}
+    return subprocess.run(
+        cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "recipe, name", [("kws", "kws_isbl"), ("wsj", "sepformer_isbl")]
+)
+def test_train_py_reports_a_bad_option_in_one_line(recipe, name, data, tmp_path):
+    proc = _run_train_py(recipe, name, ["--isbl_alpha", "-1"], data, tmp_path)
+    assert proc.returncode == 2, (proc.stdout + proc.stderr)[-4000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "isbl_alpha" in lines[0] and "alpha" in lines[0]
+    assert lines[0] == (
+        "error: --isbl_alpha -1 (mining_sampler field alpha): must be >= 0.0, got -1.0"
+    )
+    assert "Traceback" not in proc.stderr + proc.stdout

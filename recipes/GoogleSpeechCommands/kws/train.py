@@ -18,6 +18,10 @@ Usage::
 import os
 import sys
 
+# Before SpeechBrain: hardmine.cli quiets SpeechBrain's torchvision notice.
+from hardmine.cli import exit_on_config_error
+
+# isort: split
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
@@ -82,4 +86,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    # A bad setting ends the run with one line naming the option, exit status 2.
+    with exit_on_config_error(sys.argv[1:]):
+        main(sys.argv[1:])

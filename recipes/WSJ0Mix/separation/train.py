@@ -19,6 +19,10 @@ and cached; see ``data_folder`` in the YAML files).
 
 import sys
 
+# Before SpeechBrain: hardmine.cli quiets SpeechBrain's torchvision notice.
+from hardmine.cli import exit_on_config_error
+
+# isort: split
 from prepare_wsj0mix import prepare_wsjmix
 
 from hardmine import separation
@@ -30,4 +34,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    # A bad setting ends the run with one line naming the option, exit status 2.
+    with exit_on_config_error(sys.argv[1:]):
+        main(sys.argv[1:])
