@@ -1095,6 +1095,7 @@ class CategoryDatasetPowerSampler:
             table = self.loss_table.state_dict()
             arrays["scores"] = table["scores"]
             arrays["quarantined"] = table["quarantined"]
+            arrays["seen"] = table["seen"]
             meta.update(
                 n_observations=table["n_observations"],
                 size=table["size"],
@@ -1122,6 +1123,7 @@ class CategoryDatasetPowerSampler:
                     {
                         "scores": arrays["scores"],
                         "quarantined": arrays["quarantined"],
+                        "seen": arrays.get("seen"),
                         "n_observations": meta["n_observations"],
                         "size": meta["size"],
                         "pool_checksum": meta["pool_checksum"],

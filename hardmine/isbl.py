@@ -506,6 +506,7 @@ class ISBLSampler(torch.utils.data.Sampler):
                 meta=np.array(json.dumps(meta)),
                 scores=table["scores"],
                 quarantined=table["quarantined"],
+                seen=table["seen"],
                 draw_counts=self._draw_counts,
             )
 
@@ -515,6 +516,7 @@ class ISBLSampler(torch.utils.data.Sampler):
             meta = json.loads(str(saved["meta"]))
             scores = saved["scores"]
             quarantined = saved["quarantined"]
+            seen = saved["seen"] if "seen" in saved.files else None
             draw_counts = saved["draw_counts"]
         if meta.get("format") != _FORMAT:
             raise ValueError(f"{path}: unknown sampler checkpoint format")
@@ -528,6 +530,7 @@ class ISBLSampler(torch.utils.data.Sampler):
                 {
                     "scores": scores,
                     "quarantined": quarantined,
+                    "seen": seen,
                     "n_observations": meta["n_observations"],
                     "size": meta["size"],
                     "pool_checksum": meta["pool_checksum"],

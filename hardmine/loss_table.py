@@ -18,6 +18,11 @@ puts the example in quarantine. Its score becomes 0 and its weight exactly
 finite loss releases it: the score becomes that loss as is, without mixing
 in the quarantine placeholder through the moving average.
 
+With a moving average (``momentum``), an example's first finite loss likewise
+replaces the initial score 1.0 instead of being blended with it: the initial
+score stands for "not seen yet", not for a loss, so a −20 dB example scores
+0.01 after its first visit, not 0.9·1 + 0.1·0.01.
+
 Example
 -------
 >>> import numpy as np
@@ -73,7 +78,9 @@ class LossPowerTable:
         Scores saturate at the largest float instead of overflowing.
     momentum : float or None
         None replaces the score by the newest loss. A value ``m`` in
-        ``[0, 1)`` keeps a moving average ``L <- m * L + (1 - m) * new``.
+        ``[0, 1)`` keeps a moving average ``L <- m * L + (1 - m) * new``
+        from the example's second finite loss on (the first replaces the
+        initial score, as after quarantine).
     ids : sequence of str, optional
         Example names, used in error messages.
 
@@ -141,6 +148,7 @@ class LossPowerTable:
 
         self._scores = np.ones(self.size, dtype=np.float64)
         self._quarantined = np.zeros(self.size, dtype=bool)
+        self._seen = np.zeros(self.size, dtype=bool)  # has had a finite loss
         self._n_quarantined = 0
         self.n_observations = 0
         start = self._weights(np.ones(1), np.zeros(1, dtype=bool))[0]
@@ -161,6 +169,7 @@ class LossPowerTable:
         """
         h = hashlib.sha1(np.ascontiguousarray(self._scores).tobytes())
         h.update(np.ascontiguousarray(self._quarantined).tobytes())
+        h.update(np.ascontiguousarray(self._seen).tobytes())
         return h.hexdigest()[:16]
 
     @property
@@ -285,13 +294,14 @@ class LossPowerTable:
         was_quarantined = self._quarantined[idx]
         new_scores = hard.copy()
         if self.momentum is not None:
-            mix = finite & ~was_quarantined
+            mix = finite & ~was_quarantined & self._seen[idx]
             m = self.momentum
             blended = m * self._scores[idx] + (1.0 - m) * hard
             new_scores = np.where(mix, np.minimum(blended, _MAX_SCORE), hard)
         new_scores[~finite] = 0.0
         self._scores[idx] = new_scores
         self._quarantined[idx] = ~finite
+        self._seen[idx] |= finite
         self._n_quarantined += int(np.count_nonzero(~finite)) - int(
             np.count_nonzero(was_quarantined)
         )
@@ -339,6 +349,7 @@ class LossPowerTable:
         return {
             "scores": self._scores.copy(),
             "quarantined": self._quarantined.copy(),
+            "seen": self._seen.copy(),
             "n_observations": self.n_observations,
             "size": self.size,
             "pool_checksum": _pool_checksum(self.pool_of),
@@ -363,6 +374,10 @@ class LossPowerTable:
             raise ValueError("saved loss table arrays have the wrong length")
         self._scores[:] = scores
         self._quarantined[:] = quarantined
+        seen = state.get("seen")
+        if seen is None:  # saved before "seen" was kept: the best guess
+            seen = (scores != 1.0) | quarantined
+        self._seen[:] = np.asarray(seen, dtype=bool).reshape(self.size)
         self._n_quarantined = int(np.count_nonzero(quarantined))
         self.n_observations = int(state["n_observations"])
         weights = self._weights(self._scores, self._quarantined)

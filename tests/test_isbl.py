@@ -135,11 +135,37 @@ def test_transforms_and_momentum():
 
     table = LossPowerTable(np.zeros(2, dtype=int), momentum=0.9)
     table.observe_indices([0], [11.0])
-    assert table.scores[0] == pytest.approx(0.9 * 1.0 + 0.1 * 11.0)
+    assert table.scores[0] == 11.0  # the first loss replaces the initial 1.0
+    table.observe_indices([0], [1.0])
+    assert table.scores[0] == pytest.approx(0.9 * 11.0 + 0.1 * 1.0)
     # Repeats in one batch are applied in order.
     table.observe_indices([1, 1], [3.0, 5.0])
-    step = 0.9 * 1.0 + 0.1 * 3.0
-    assert table.scores[1] == pytest.approx(0.9 * step + 0.1 * 5.0)
+    assert table.scores[1] == pytest.approx(0.9 * 3.0 + 0.1 * 5.0)
+
+
+def test_momentum_first_visits_replace_the_initial_score():
+    # A -20 dB example scores 0.01 from its first visit on, not 0.90, 0.81, 0.73.
+    table = LossPowerTable(
+        np.zeros(3, dtype=int), transform="db_to_power", momentum=0.9
+    )
+    for _ in range(3):
+        table.observe_indices([0], [-20.0])
+    assert table.scores[0] == pytest.approx(0.01, rel=1e-12)
+    # A NaN first visit does not count as seen; the next finite loss replaces.
+    table.observe_indices([1, 1], [np.nan, 10.0])
+    assert table.scores[1] == pytest.approx(10.0, rel=1e-12)
+    # "seen" survives a save and load, so blending resumes where it was.
+    other = LossPowerTable(np.zeros(3, dtype=int), transform="db_to_power", momentum=0.9)
+    other.load_state_dict(table.state_dict())
+    other.observe_indices([0, 2], [0.0, 0.0])
+    assert other.scores[0] == pytest.approx(0.9 * 0.01 + 0.1 * 1.0)
+    assert other.scores[2] == 1.0
+    assert other.digest() == _after(table, [0, 2], [0.0, 0.0]).digest()
+
+
+def _after(table, indices, losses):
+    table.observe_indices(indices, losses)
+    return table
 
 
 def test_repeats_without_momentum_keep_last():
