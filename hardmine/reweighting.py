@@ -17,7 +17,11 @@ Modes (``F`` per example):
 
 For ``robust`` and ``curriculum`` a ``capacity`` (nats) replaces the fixed
 temperature with a :class:`~hardmine.capacity.CapacityController`: ``T`` is
-the Lagrange multiplier that keeps ``KL(p || uniform)`` at the capacity.
+the Lagrange multiplier that keeps ``KL(p || uniform)`` at the capacity. The
+controller learns only from batches that are used for a step (the Brain calls
+:meth:`SoftmaxReweighting.update_controller` after its skip decision) and
+only from batches that can reach the capacity (``log n > C`` for ``n``
+weighted examples).
 """
 
 import math
@@ -115,7 +119,9 @@ class SoftmaxReweighting:
                     "capacity",
                     f"applies to the robust and curriculum modes, not {self.mode!r}",
                 )
-            self.controller = CapacityController(capacity, lr=capacity_lr)
+            self.controller = CapacityController(
+                capacity, lr=capacity_lr, parametrization="exp"
+            )
         if (
             self.mode == "curriculum"
             and self.controller is None
@@ -195,10 +201,34 @@ class SoftmaxReweighting:
             p = torch.softmax(
                 self.scores(losses.detach().float(), classes, epoch, step), dim=0
             )
-        if self.controller is not None:
-            self.controller.step(kl_to_uniform(p))
         loss = (p.to(losses.dtype) * losses).sum()
         return loss, p
+
+    def reachable(self, n):
+        """Whether weights over ``n`` examples can be as concentrated as the capacity."""
+        return self.controller is not None and math.log(n) > self.controller.capacity
+
+    def update_controller(self, weights):
+        """One dual-ascent step of the temperature on the weights of a used batch.
+
+        Arguments
+        ---------
+        weights : torch.Tensor or None
+            The weights :meth:`reduce` returned, or None when this rank used
+            no batch this step. Under torch.distributed every rank calls this
+            (the controller averages the KL over ranks).
+
+        Returns
+        -------
+        bool or None
+            None without a controller; else whether this rank's weights could
+            reach the capacity (an unreachable batch leaves beta alone).
+        """
+        if self.controller is None:
+            return None
+        ok = weights is not None and self.reachable(weights.numel())
+        self.controller.step(kl_to_uniform(weights) if ok else None)
+        return ok
 
     def __repr__(self):
         extra = f", capacity={self.controller.capacity}" if self.controller else ""
