@@ -20,8 +20,25 @@ A skipped batch gets no backward pass through the model and no optimizer
 step: parameters and optimizer state stay bitwise unchanged. With every
 feature off the result equals plain ``sb.Brain`` with a mean loss.
 
-In the validation and test stages the per-example losses of usable examples
-are averaged.
+Skips and gradient accumulation: an optimizer step averages the gradients of
+the *usable* micro-batches of its window. Each micro-batch's loss is divided
+by ``grad_accumulation_factor`` (SpeechBrain), so when ``u`` of the factor's
+micro-batches were usable the gradients are multiplied by ``factor / u``
+before clipping and the step; a window with no usable micro-batch takes no
+step and does not count as one.
+
+Under DDP every decision that changes what the ranks do is taken jointly,
+with one collective per batch: if any rank must skip a batch, every rank
+skips it (``other_rank``), and all ranks count the skip towards
+``max_consecutive_skips`` alike, so they raise ``TooManySkipsError``
+together. If the last micro-batch of an accumulation window is skipped, the
+backward pass that would have made DDP all-reduce the window's gradients
+never runs; the Brain averages them across ranks itself before stepping.
+
+In every stage the running loss average (SpeechBrain's ``avg_train_loss``
+and the valid/test stage loss, which drive learning-rate schedules and
+checkpoint selection) is weighted by the number of usable examples behind
+each batch loss; skipped batches and broken examples are left out.
 
 The optional hparams keys read are ``loss_limit``, ``threshold_filter``,
 ``reweighting`` and ``mining_sampler`` (a factory called with the training
@@ -36,6 +53,12 @@ import time
 
 import speechbrain as sb
 import torch
+import yaml
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
 
 from hardmine import distributed
 from hardmine.loss_limit import LossLimit
@@ -53,6 +76,11 @@ AUDIO_PROBLEM_FIELD = "audio_problem"
 
 SKIP_REASONS = ("nonfinite", "loss_limit", "all_easy", "all_bad_audio")
 
+# Joint skip vote: the largest code over the ranks decides for all of them.
+# 0 = use the batch, 1 = skip without counting towards max_consecutive_skips
+# (every example was already easy), 2 = skip and count.
+_VOTE = {None: 0, "all_easy": 1}
+
 _POLICIES = {
     "loss_limit": LossLimit,
     "threshold_filter": ThresholdFilter,
@@ -60,6 +88,7 @@ _POLICIES = {
 }
 
 
+@register_checkpoint_hooks
 class HardMiningBrain(sb.Brain):
     """A ``Brain`` whose training loss comes from per-example losses.
 
@@ -117,7 +146,9 @@ class HardMiningBrain(sb.Brain):
         self._reported_bad = set()
         self._reset_counters()
         self._skip_reason = None
-        self._usable_since_step = False
+        self._usable_in_window = 0
+        self._batch_weight = 0
+        self._avg_weight = 0
         controller = self.reweighting.controller
         if controller is not None and self.checkpointer is not None:
             self.checkpointer.add_recoverable("capacity_controller", controller)
@@ -236,12 +267,48 @@ class HardMiningBrain(sb.Brain):
         return loss
 
     def optimizers_step(self):
-        """Step only if a usable batch contributed gradients since the last step."""
-        if not self._usable_since_step:
+        """Step on the mean gradient of the window's usable micro-batches.
+
+        No step (and no count) when none was usable. Under DDP, gradients the
+        skipped last micro-batch left unsynchronised are averaged here.
+        """
+        usable, self._usable_in_window = self._usable_in_window, 0
+        if usable == 0:
             self.zero_grad(set_to_none=True)
             return
-        self._usable_since_step = False
+        params = [p for p in self.modules.parameters() if p.requires_grad]
+        if self._skip_reason is not None and self.distributed_launch:
+            distributed.average_gradients(params)
+        if usable < self.grad_accumulation_factor:
+            scale = self.grad_accumulation_factor / usable
+            for p in params:
+                if p.grad is not None:
+                    p.grad.mul_(scale)
         super().optimizers_step()
+
+    def update_average(self, loss, avg_loss):
+        """Running mean of the stage loss, weighted by usable examples per batch."""
+        weight, self._batch_weight = self._batch_weight, 0
+        if self.step == 1:
+            self._avg_weight = 0  # first batch of a stage: a new average
+        if weight == 0 or not torch.isfinite(loss):
+            return avg_loss
+        self._avg_weight += weight
+        return avg_loss + (float(loss) - avg_loss) * weight / self._avg_weight
+
+    @mark_as_saver
+    def _save(self, path):
+        super()._save(path)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(yaml.dump({"avg_train_weight": self._avg_weight}))
+
+    @mark_as_loader
+    def _recover(self, path, end_of_epoch):
+        super()._recover(path, end_of_epoch)
+        with open(path, encoding="utf-8") as f:
+            saved = yaml.safe_load(f)
+        # Older checkpoints weighted every batch equally.
+        self._avg_weight = saved.get("avg_train_weight", self.step)
 
     def _mined_objectives(self, predictions, batch, stage):
         losses = self._recipe_objectives(predictions, batch, stage)
@@ -265,6 +332,7 @@ class HardMiningBrain(sb.Brain):
             )
         bad = self._bad_audio_mask(batch, losses, stage)
         if stage != sb.Stage.TRAIN:
+            self._batch_weight = int((~bad).sum())
             if not bad.any():
                 return losses.mean()
             if bad.all():
@@ -301,31 +369,14 @@ class HardMiningBrain(sb.Brain):
         count = self._count
         count["batches"] += 1
         count["examples"] += losses.numel()
+        self._batch_weight = 0
+        ids = self._ids(batch, losses.numel())
         detached = losses.detach().float()
         if self.live_sampler is not None:
-            feedback = detached.masked_fill(bad, float("nan"))
-            self.live_sampler.observe(self._ids(batch, losses.numel()), feedback)
+            self.live_sampler.observe(ids, detached.masked_fill(bad, float("nan")))
 
-        nonfinite = ~torch.isfinite(detached) & ~bad
-        keep = ~bad
-        reason = None
-        if nonfinite.any():
-            ids = self._ids(batch, losses.numel())
-            named = [ids[i] for i in torch.nonzero(nonfinite).flatten().tolist()]
-            logger.warning(
-                "Non-finite loss for %s: skipping the batch", ", ".join(named)
-            )
-            reason = "nonfinite"
-        elif not keep.any():
-            reason = "all_bad_audio"
-        else:
-            easy = keep & ~self.threshold_filter.keep(detached)
-            count["examples_filtered"] += int(easy.sum())
-            keep = keep & ~easy
-            if not keep.any():
-                reason = "all_easy"
-
-        loss = None
+        reason, keep = self._local_reason(detached, bad, ids)
+        loss = weights = None
         if reason is None:
             kept = losses if bool(keep.all()) else losses[keep]
             classes = self.reweighting.classes(batch)
@@ -334,10 +385,6 @@ class HardMiningBrain(sb.Brain):
             loss, weights = self.reweighting.reduce(
                 kept, classes, epoch=self.current_epoch, step=self.optimizer_step
             )
-            count["ess_sum"] += (
-                kept.numel() if weights is None else effective_sample_size(weights)
-            )
-            count["ess_batches"] += 1
             if self.loss_limit.exceeded(loss.detach()):
                 logger.warning(
                     "Batch loss %.4g is not below loss_upper_lim=%g: skipping the batch",
@@ -346,28 +393,68 @@ class HardMiningBrain(sb.Brain):
                 )
                 reason = "loss_limit"
 
-        # Under DDP every rank must take the same decision, or the gradient
-        # all-reduce of the ranks that do step would wait for ever.
-        if distributed.any_over_ranks(reason is not None) and reason is None:
+        # One vote, the same on every rank, so that the ranks skip, count
+        # skips, raise and update the capacity controller together; a rank
+        # that steps while another does not would wait for ever in the
+        # gradient all-reduce.
+        vote = distributed.max_over_ranks(_VOTE.get(reason, 2))
+        if vote and reason is None:
             reason = "other_rank"
+        if vote != 1:
+            self.loss_limit.record(skipped=vote == 2)
+        reachable = self.reweighting.update_controller(
+            None if reason is not None else weights
+        )
         if reason is not None:
             return self._skip(reason, losses)
-        self.loss_limit.record(skipped=False)
-        self._usable_since_step = True
+        if reachable is False:
+            count["capacity_unreachable"] += 1
+        count["ess_sum"] += (
+            int(keep.sum()) if weights is None else effective_sample_size(weights)
+        )
+        count["ess_batches"] += 1
+        self._usable_in_window += 1
+        self._batch_weight = int(keep.sum())
         return loss
+
+    def _local_reason(self, detached, bad, ids):
+        """This rank's reason to skip the batch (or None) and the examples to keep."""
+        finite = torch.isfinite(detached)
+        keep = ~bad
+        if not finite.all():
+            named = [ids[i] for i in torch.nonzero(~finite).flatten().tolist()]
+            if bool((finite | bad).all()):
+                # Dropping a broken example by indexing is not enough: its
+                # zero weight times a NaN in its backward pass is NaN.
+                logger.warning(
+                    "Non-finite loss for %s (broken audio): its gradient would be "
+                    "NaN, skipping the batch. A data pipeline that substitutes a "
+                    "finite signal for broken audio keeps such batches.",
+                    ", ".join(named),
+                )
+            else:
+                logger.warning(
+                    "Non-finite loss for %s: skipping the batch", ", ".join(named)
+                )
+            return "nonfinite", keep
+        if not keep.any():
+            return "all_bad_audio", keep
+        easy = keep & ~self.threshold_filter.keep(detached)
+        self._count["examples_filtered"] += int(easy.sum())
+        keep = keep & ~easy
+        return (None if keep.any() else "all_easy"), keep
 
     def _skip(self, reason, losses):
         self._skip_reason = reason
         self._count["skipped_" + reason] += 1
-        if reason != "all_easy":
-            self.loss_limit.record(skipped=True)
         # A leaf with no path to the parameters: backward() touches nothing.
         return torch.zeros((), device=losses.device, requires_grad=True)
 
     # ------------------------------------------------------------ statistics
     def _reset_counters(self):
         keys = ["batches", "examples", "examples_filtered", "examples_bad_audio"]
-        keys += ["ess_sum", "ess_batches"] + ["skipped_" + r for r in SKIP_REASONS]
+        keys += ["ess_sum", "ess_batches", "capacity_unreachable"]
+        keys += ["skipped_" + r for r in SKIP_REASONS]
         self._count = dict.fromkeys(keys + ["skipped_other_rank"], 0.0)
 
     def _mining_on_stage_start(self, stage, epoch=None):
@@ -375,6 +462,9 @@ class HardMiningBrain(sb.Brain):
             self.current_epoch = epoch if epoch is not None else self.current_epoch
             self._reset_counters()
             self.loss_limit.consecutive = 0
+            # SpeechBrain flushes the gradients of a window the last epoch
+            # left unfinished; nothing of it may count towards the next step.
+            self._usable_in_window = 0
             self._epoch_started = time.time()
         return self._recipe_on_stage_start(stage, epoch)
 
@@ -411,11 +501,27 @@ class HardMiningBrain(sb.Brain):
                 self.current_epoch, self.optimizer_step
             )
         if self.reweighting.controller is not None:
-            stats["beta"] = self.reweighting.controller.beta
-            stats["weights_kl"] = self.reweighting.controller.last_kl
+            controller = self.reweighting.controller
+            stats["beta"] = controller.beta
+            stats["weights_kl"] = controller.last_kl
+            unreachable = int(totals["capacity_unreachable"])
+            stats["capacity_unreachable"] = unreachable
+            if unreachable:
+                logger.warning(
+                    "capacity %.3g nats was out of reach in %d of %d used batches "
+                    "(weights over n examples reach at most log(n) nats): they left "
+                    "the temperature unchanged. Raise the batch size, lower the "
+                    "threshold filter's share or lower the capacity.",
+                    controller.capacity,
+                    unreachable,
+                    int(totals["ess_batches"]),
+                )
         agree = self._sampler_ranks_agree()
         if agree is not None:
             stats["sampler_ranks_agree"] = int(agree)
+        agree = self._weights_ranks_agree()
+        if agree is not None:
+            stats["weights_ranks_agree"] = int(agree)
         if self.live_sampler is not None and hasattr(self.live_sampler, "stats"):
             stats.update(
                 {f"sampler_{k}": v for k, v in self.live_sampler.stats().items()}
@@ -434,6 +540,17 @@ class HardMiningBrain(sb.Brain):
         digests = distributed.gather_objects(table.digest())
         if len(set(digests)) > 1:
             logger.error("The sampler's loss tables differ across ranks: %s", digests)
+        return len(set(digests)) == 1
+
+    def _weights_ranks_agree(self):
+        """Under DDP, whether every rank holds the same model weights (else None)."""
+        if distributed.world_size() == 1:
+            return None
+        digests = distributed.gather_objects(
+            distributed.tensors_digest(self.modules.parameters())
+        )
+        if len(set(digests)) > 1:
+            logger.error("The model weights differ across ranks: %s", digests)
         return len(set(digests)) == 1
 
     def _write_statistics(self, epoch):

@@ -11,9 +11,12 @@ Example
 >>> parts = all_gather_pairs(np.array([3, 1]), np.array([0.5, 2.0]))
 >>> [(i.tolist(), v.tolist()) for i, v in parts]
 [([3, 1], [0.5, 2.0])]
->>> sum_over_ranks([1.0, 2.0]), any_over_ranks(False)
-([1.0, 2.0], False)
+>>> sum_over_ranks([1.0, 2.0]), any_over_ranks(False), max_over_ranks(2)
+([1.0, 2.0], False, 2)
 """
+
+import hashlib
+
 
 import numpy as np
 import torch
@@ -27,7 +30,10 @@ __all__ = [
     "sum_over_ranks",
     "mean_over_ranks",
     "any_over_ranks",
+    "max_over_ranks",
     "gather_objects",
+    "average_gradients",
+    "tensors_digest",
 ]
 
 
@@ -129,6 +135,15 @@ def any_over_ranks(flag):
     return sum_over_ranks(1.0 if flag else 0.0) > 0
 
 
+def max_over_ranks(value):
+    """The largest of an integer over all ranks (the same on every rank)."""
+    if world_size() == 1:
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.int64, device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def gather_objects(obj):
     """The list of ``obj`` from every rank (``[obj]`` in a single process)."""
     if world_size() == 1:
@@ -136,3 +151,64 @@ def gather_objects(obj):
     out = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def average_gradients(parameters):
+    """Average the gradients of ``parameters`` over all ranks, as DDP does.
+
+    For the rare step whose gradients DDP did not synchronise (the backward
+    pass that would have all-reduced them was skipped). A parameter whose
+    gradient is ``None`` on every rank stays ``None``; one that has a
+    gradient on some ranks only gets zeros from the others. Two collectives:
+    the "has a gradient" flags, then one flat buffer.
+    """
+    params = [p for p in parameters if p.requires_grad]
+    if world_size() == 1 or not params:
+        return
+    device = _collective_device()
+    has = torch.tensor(
+        [p.grad is not None for p in params], dtype=torch.int64, device=device
+    )
+    dist.all_reduce(has, op=dist.ReduceOp.SUM)
+    active = [p for p, n in zip(params, has.tolist(), strict=True) if n > 0]
+    if not active:
+        return
+    flat = torch.cat(
+        [
+            (p.grad if p.grad is not None else torch.zeros_like(p))
+            .detach()
+            .reshape(-1)
+            .to(device=device, dtype=torch.float64)
+            for p in active
+        ]
+    )
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world_size()
+    offset = 0
+    for p in active:
+        n = p.numel()
+        value = flat[offset : offset + n].view_as(p).to(p.device, p.dtype)
+        offset += n
+        if p.grad is None:
+            p.grad = value
+        else:
+            p.grad.copy_(value)
+
+
+def tensors_digest(tensors):
+    """A short fingerprint of the exact values of a sequence of tensors.
+
+    Example
+    -------
+    >>> a = [torch.ones(2), torch.zeros(3)]
+    >>> tensors_digest(a) == tensors_digest([t.clone() for t in a])
+    True
+    >>> tensors_digest(a) == tensors_digest([torch.ones(2), torch.zeros(2)])
+    False
+    """
+    h = hashlib.sha1()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(str((tuple(t.shape), t.dtype)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]

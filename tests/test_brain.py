@@ -12,7 +12,7 @@ from conftest import make_batch
 
 from hardmine.brain import HardMiningBrain
 from hardmine.loss_limit import LossLimit, TooManySkipsError
-from hardmine.reweighting import SoftmaxReweighting
+from hardmine.reweighting import SoftmaxReweighting, kl_to_uniform
 from hardmine.threshold import ThresholdFilter
 from hardmine.validation import ConfigError
 
@@ -220,23 +220,77 @@ def test_class_bias_reads_encoded_label_tensors():
 
 
 # --------------------------------------------------------------- capacity
+def _settle(rw, scale, steps, n=16, seed=0):
+    """Feed batches of ``n`` losses (spread ``3 * scale``) to a controlled reweighting."""
+    torch.manual_seed(seed)
+    kls = []
+    for _ in range(steps):
+        losses = (torch.randn(n) * 3.0 + 5.0) * scale
+        _, p = rw.reduce(losses)
+        rw.update_controller(p)
+        kls.append(rw.controller.last_kl)
+    return kls
+
+
 @pytest.mark.parametrize("mode", ["robust", "curriculum"])
 @pytest.mark.parametrize("capacity", [0.1, 0.5, 1.0])
 def test_capacity_controller_holds_kl_at_capacity(mode, capacity):
-    torch.manual_seed(0)
     rw = SoftmaxReweighting(mode, capacity=capacity)
-    kls = []
-    for _ in range(2000):
-        losses = torch.randn(16) * 3.0 + 5.0
-        rw.reduce(losses)
-        kls.append(rw.controller.last_kl)
+    kls = _settle(rw, scale=1.0, steps=2000)
     settled = float(np.mean(kls[-500:]))
     assert abs(settled - capacity) < 0.1 * capacity
-    # Without the controller the concentration at T=2 is far from these targets.
-    _, p = SoftmaxReweighting(mode, temperature=2.0, schedule="linear").reduce(
-        torch.randn(16) * 3.0
-    )
-    assert p is not None
+    # The controller did the work: at its starting temperature (1) the same
+    # stream is concentrated far beyond each of these targets.
+    torch.manual_seed(0)
+    sign = 1.0 if mode == "robust" else -1.0
+    start = [
+        kl_to_uniform(torch.softmax(sign * (torch.randn(16) * 3.0 + 5.0), dim=0))
+        for _ in range(200)
+    ]
+    assert float(np.mean(start)) > 1.5 * capacity
+    assert rw.temperature() > 1.2
+
+
+@pytest.mark.parametrize("scale", [0.01, 100.0])
+def test_capacity_controller_settles_whatever_the_loss_scale(scale):
+    # The temperature is a scale: it moves by factors, so losses 100 times
+    # larger (or smaller) need about as many steps as losses of order 1.
+    rw = SoftmaxReweighting("robust", capacity=0.5)
+    kls = _settle(rw, scale=scale, steps=600)
+    assert abs(float(np.mean(kls[-200:])) - 0.5) < 0.05
+    # ... with a temperature in proportion to the losses' scale.
+    reference = SoftmaxReweighting("robust", capacity=0.5)
+    _settle(reference, scale=1.0, steps=600)
+    assert rw.temperature() / scale == pytest.approx(reference.temperature(), rel=0.2)
+
+
+def test_capacity_out_of_reach_leaves_the_temperature_and_is_reported(caplog):
+    # One example per batch: KL is 0 whatever the temperature, so C = 0.5
+    # cannot be reached. Beta must not collapse towards a hard max.
+    rw = SoftmaxReweighting("robust", capacity=0.5)
+    brain = build(FixedLosses, {"reweighting": rw})
+    batches = [make_batch(torch.zeros(1, 4), torch.tensor([float(i)])) for i in range(30)]
+    with caplog.at_level("WARNING"):
+        fit(brain, batches)
+    assert rw.controller.beta == pytest.approx(1.0)
+    assert brain.mining_stats["capacity_unreachable"] == 30
+    assert any("out of reach in 30 of 30" in r.getMessage() for r in caplog.records)
+    # log 2 > 0.5: a batch of two can reach it and moves beta.
+    two = [make_batch(torch.zeros(2, 4), torch.tensor([0.0, 9.0]))] * 3
+    fit(brain, two)
+    assert rw.controller.beta != pytest.approx(1.0)
+    assert brain.mining_stats["capacity_unreachable"] == 0
+
+
+def test_capacity_controller_does_not_learn_from_skipped_batches():
+    rw = SoftmaxReweighting("robust", capacity=0.5)
+    limit = LossLimit(loss_upper_lim=100.0)
+    brain = build(FixedLosses, {"reweighting": rw, "loss_limit": limit})
+    over = make_batch(torch.zeros(4, 4), torch.tensor([1.0, 2.0, 300.0, 400.0]))
+    fit(brain, [over] * 3)
+    assert brain.mining_stats["skipped_loss_limit"] == 3
+    assert rw.controller.beta == pytest.approx(1.0)
+    assert math.isnan(rw.controller.last_kl)
 
 
 def test_capacity_controller_moves_beta_the_right_way():
@@ -312,6 +366,55 @@ def test_skip_inside_grad_accumulation_still_steps_on_good_batches():
     assert brain.optimizer_step == 1
 
 
+def test_skipped_micro_batch_does_not_shrink_the_step():
+    # Factor 2 with the second micro-batch skipped steps exactly as factor 1
+    # on the first alone: the window's gradient is the mean over usable ones.
+    good = make_batch(torch.zeros(2, 4), torch.tensor([1.0, 2.0]))
+    bad = make_batch(torch.zeros(2, 4), torch.tensor([1.0, float("nan")]))
+    accumulated = build(FixedLosses, grad_accumulation_factor=2)
+    alone = build(FixedLosses)
+    for brain in (accumulated, alone):  # SGD: the step is in proportion to the gradient
+        brain.opt_class = lambda p: torch.optim.SGD(p, lr=0.5)
+    fit(accumulated, [good, bad])
+    fit(alone, [good])
+    assert accumulated.optimizer_step == alone.optimizer_step == 1
+    for p, q in zip(accumulated.modules.parameters(), alone.modules.parameters()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("scaler", [True, False])
+def test_epoch_ending_inside_a_window_leaves_nothing_for_the_next_step(scaler):
+    # Epoch 1 ends with one usable micro-batch of an open window (SpeechBrain
+    # drops its gradients); epoch 2's first window is entirely skipped. No
+    # step may follow (the GradScaler of an fp16 run raises "No inf checks
+    # were recorded" on empty gradients) and none is counted. SpeechBrain
+    # runs fp16 on GPUs only; on CPU bf16 autocast with a CPU GradScaler
+    # goes through the same steps.
+    brain = build(FixedLosses, grad_accumulation_factor=2, precision="bf16")
+    if scaler:
+        brain.scaler = torch.amp.GradScaler("cpu")
+    good = make_batch(torch.zeros(2, 4), torch.tensor([1.0, 2.0]))
+    bad = make_batch(torch.zeros(2, 4), torch.tensor([float("nan"), 2.0]))
+    brain.fit(range(1, 2), [good, good, good], train_loader_kwargs={"batch_size": None})
+    assert brain.optimizer_step == 1
+    before = snapshot(brain)
+    brain.fit(range(2, 3), [bad, bad, good, good], train_loader_kwargs={"batch_size": None})
+    assert brain.optimizer_step == 2
+    assert not all(torch.equal(p, q) for p, q in zip(before[0], snapshot(brain)[0]))
+    assert all(torch.isfinite(p).all() for p in brain.modules.parameters())
+
+
+def test_nan_loss_of_a_broken_example_never_reaches_the_weights():
+    # The recipe flags the example's audio but its loss is NaN anyway: a zero
+    # weight times the NaN of its backward pass would still be NaN.
+    brain, before = _skip_case(
+        [1.0, float("nan"), 2.0], problems=["", "unreadable", ""]
+    )
+    assert_bitwise_equal(before, snapshot(brain))
+    assert brain.mining_stats["skipped_nonfinite"] == 2
+    assert all(torch.isfinite(p).all() for p in brain.modules.parameters())
+
+
 def test_skipped_batches_stay_out_of_the_train_loss_average():
     brain = build(FixedLosses)
     batches = [
@@ -346,6 +449,75 @@ def test_batch_of_only_bad_audio_is_skipped():
     brain, before = _skip_case([1.0, 2.0], problems=["non-finite", "silent"])
     assert_bitwise_equal(before, snapshot(brain))
     assert brain.mining_stats["skipped_all_bad_audio"] == 2
+
+
+def _stage_losses(brain):
+    losses = {}
+
+    def record(stage, loss, epoch):
+        losses[stage] = loss
+
+    brain._recipe_on_stage_end = record
+    return losses
+
+
+def test_train_average_leaves_out_skipped_batches_from_the_start():
+    # [skipped, 3.0]: SpeechBrain's average would give 1.5.
+    brain = build(FixedLosses)
+    losses = _stage_losses(brain)
+    fit(
+        brain,
+        [
+            make_batch(torch.zeros(2, 4), torch.tensor([float("nan"), 3.0])),
+            make_batch(torch.zeros(2, 4), torch.tensor([3.0, 3.0])),
+        ],
+    )
+    assert losses[sb.Stage.TRAIN] == pytest.approx(3.0)
+    # [bad, -10, -10] at batch size 1: -10, not -6.67.
+    brain = build(FixedLosses)
+    losses = _stage_losses(brain)
+    batches = [
+        make_batch(torch.zeros(1, 4), torch.tensor([v]), problems=[p])
+        for v, p in [(5.0, "silent"), (-10.0, ""), (-10.0, "")]
+    ]
+    fit(brain, batches)
+    assert losses[sb.Stage.TRAIN] == pytest.approx(-10.0)
+
+
+def test_stage_averages_weigh_batches_by_their_usable_examples():
+    batches = [
+        make_batch(
+            torch.zeros(4, 4),
+            torch.tensor([-10.0, 7.0, 7.0, 7.0]),
+            problems=["", "silent", "clipped", "silent"],
+        ),
+        make_batch(torch.zeros(4, 4), torch.tensor([-2.0] * 4), problems=[""] * 4),
+    ]
+    brain = build(FixedLosses)
+    losses = _stage_losses(brain)
+    brain.fit(
+        range(1, 2),
+        batches,
+        batches,
+        train_loader_kwargs={"batch_size": None},
+        valid_loader_kwargs={"batch_size": None},
+    )
+    brain.evaluate(batches, test_loader_kwargs={"batch_size": None})
+    for stage in (sb.Stage.TRAIN, sb.Stage.VALID, sb.Stage.TEST):
+        assert losses[stage] == pytest.approx(-3.6), stage
+
+
+def test_mid_epoch_checkpoint_keeps_the_average_weights(tmp_path):
+    brain = build(FixedLosses)
+    brain.checkpointer = sb.utils.checkpoints.Checkpointer(
+        tmp_path, {"brain": brain}
+    )
+    brain.step, brain.avg_train_loss, brain._avg_weight = 3, -2.5, 11
+    brain.checkpointer.save_checkpoint()
+    other = build(FixedLosses)
+    other.checkpointer = sb.utils.checkpoints.Checkpointer(tmp_path, {"brain": other})
+    other.checkpointer.recover_if_possible()
+    assert (other.step, other.avg_train_loss, other._avg_weight) == (3, -2.5, 11)
 
 
 def test_evaluation_averages_usable_examples_only():
