@@ -83,7 +83,12 @@ class CapacityController(torch.nn.Module):
     """
 
     def __init__(
-        self, capacity, beta_init=1.0, lr=0.05, optimizer=None, parametrization="softplus"
+        self,
+        capacity,
+        beta_init=1.0,
+        lr=0.05,
+        optimizer=None,
+        parametrization="softplus",
     ):
         super().__init__()
         self.parametrization = check_choice(

@@ -17,7 +17,6 @@ Example
 
 import hashlib
 
-
 import numpy as np
 import torch
 import torch.distributed as dist

@@ -269,7 +269,9 @@ def test_capacity_out_of_reach_leaves_the_temperature_and_is_reported(caplog):
     # cannot be reached. Beta must not collapse towards a hard max.
     rw = SoftmaxReweighting("robust", capacity=0.5)
     brain = build(FixedLosses, {"reweighting": rw})
-    batches = [make_batch(torch.zeros(1, 4), torch.tensor([float(i)])) for i in range(30)]
+    batches = [
+        make_batch(torch.zeros(1, 4), torch.tensor([float(i)])) for i in range(30)
+    ]
     with caplog.at_level("WARNING"):
         fit(brain, batches)
     assert rw.controller.beta == pytest.approx(1.0)
@@ -398,7 +400,9 @@ def test_epoch_ending_inside_a_window_leaves_nothing_for_the_next_step(scaler):
     brain.fit(range(1, 2), [good, good, good], train_loader_kwargs={"batch_size": None})
     assert brain.optimizer_step == 1
     before = snapshot(brain)
-    brain.fit(range(2, 3), [bad, bad, good, good], train_loader_kwargs={"batch_size": None})
+    brain.fit(
+        range(2, 3), [bad, bad, good, good], train_loader_kwargs={"batch_size": None}
+    )
     assert brain.optimizer_step == 2
     assert not all(torch.equal(p, q) for p, q in zip(before[0], snapshot(brain)[0]))
     assert all(torch.isfinite(p).all() for p in brain.modules.parameters())
@@ -509,9 +513,7 @@ def test_stage_averages_weigh_batches_by_their_usable_examples():
 
 def test_mid_epoch_checkpoint_keeps_the_average_weights(tmp_path):
     brain = build(FixedLosses)
-    brain.checkpointer = sb.utils.checkpoints.Checkpointer(
-        tmp_path, {"brain": brain}
-    )
+    brain.checkpointer = sb.utils.checkpoints.Checkpointer(tmp_path, {"brain": brain})
     brain.step, brain.avg_train_loss, brain._avg_weight = 3, -2.5, 11
     brain.checkpointer.save_checkpoint()
     other = build(FixedLosses)

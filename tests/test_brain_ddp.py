@@ -45,9 +45,7 @@ def run_two_ranks(scenario, tmp_path):
         str(tmp_path),
     ]
     try:
-        proc = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=180
-        )
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     except subprocess.TimeoutExpired as err:
         pytest.fail(f"{scenario}: a rank hung (timeout)\n{err.stderr}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

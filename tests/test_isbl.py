@@ -155,7 +155,9 @@ def test_momentum_first_visits_replace_the_initial_score():
     table.observe_indices([1, 1], [np.nan, 10.0])
     assert table.scores[1] == pytest.approx(10.0, rel=1e-12)
     # "seen" survives a save and load, so blending resumes where it was.
-    other = LossPowerTable(np.zeros(3, dtype=int), transform="db_to_power", momentum=0.9)
+    other = LossPowerTable(
+        np.zeros(3, dtype=int), transform="db_to_power", momentum=0.9
+    )
     other.load_state_dict(table.state_dict())
     other.observe_indices([0, 2], [0.0, 0.0])
     assert other.scores[0] == pytest.approx(0.9 * 0.01 + 0.1 * 1.0)

@@ -105,7 +105,9 @@ def run(scenario, rank):
             values = [[-50.0, -40.0], [1.0, 4.0, 2.0], [2.0, 3.0, 9.0], [-31.0, -35.0]]
         else:
             values = [[1.0, 5.0, 2.0], [3.0, 1.0, 7.0], [-45.0, -60.0], [4.0, 2.0, 1.0]]
-        brain.fit(range(1, 3), loader([fixed(v, f"b{i}") for i, v in enumerate(values)]))
+        brain.fit(
+            range(1, 3), loader([fixed(v, f"b{i}") for i, v in enumerate(values)])
+        )
         result["beta"] = rw.controller.beta
         result["last_kl"] = rw.controller.last_kl
     elif scenario == "too_many":
@@ -118,7 +120,9 @@ def run(scenario, rank):
         else:
             values = [[1.0, 2.0]] * 5
         try:
-            brain.fit(range(1, 2), loader([fixed(v, f"b{i}") for i, v in enumerate(values)]))
+            brain.fit(
+                range(1, 2), loader([fixed(v, f"b{i}") for i, v in enumerate(values)])
+            )
         except TooManySkipsError as err:
             result["error"] = str(err)
             result["stopped_at"] = brain.step
