@@ -121,6 +121,7 @@ def test_isbl_statistics_cover_both_ranks(tmp_path, wsj2):
     # The ranks step together, once per global batch.
     assert stats["optimizer_step"] == global_batches
     assert stats["sampler_ranks_agree"] == 1
+    assert stats["weights_ranks_agree"] == 1  # model digests all-gathered
     # Every draw was observed on both ranks (all-gathered), so the table
     # has seen as many distinct mixtures as were drawn, at most N_TRAIN.
     assert 0 < stats["sampler_coverage"] <= 1
@@ -143,4 +144,5 @@ def test_threshold_counters_are_summed_over_ranks(tmp_path, wsj2):
     assert stats["optimizer_step"] == 0
     # The baseline has no live sampler, hence no table to compare.
     assert "sampler_ranks_agree" not in stats
+    assert stats["weights_ranks_agree"] == 1
     _check_test_results_written_once(out)

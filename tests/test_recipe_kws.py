@@ -319,6 +319,7 @@ def test_recipe_isbl_under_torchrun(tmp_path, tiny_corpus):
     assert stats["sampler_coverage"] > 0
     # Every rank's loss table had the same digest at the end of the epoch.
     assert stats["sampler_ranks_agree"] == 1
+    assert stats["weights_ranks_agree"] == 1
     assert len(_rows(out / "test_results.csv")) == len(_rows(out / "save" / "test.csv"))
 
 
