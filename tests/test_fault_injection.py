@@ -5,6 +5,7 @@ preparation, by silent, NaN-valued, clipped, zero-length and unreadable
 files, as a disk or a data pipeline can corrupt them mid-experiment.
 """
 
+import collections
 import csv
 import importlib.util
 import json
@@ -113,11 +114,35 @@ def _run(train, corpus, prepared, out, variant, epochs=3, extra=()):
     return [json.loads(line) for line in lines], save
 
 
+def _floats_in(value, where):
+    """``(where, value)`` of every float tensor and float nested in ``value``.
+
+    Walks dicts, lists and tuples at any depth: an optimizer's state dict
+    holds its moment estimates in ``state[param_index][name]``.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() or value.is_complex():
+            yield where, value
+    elif isinstance(value, float):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _floats_in(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _floats_in(item, f"{where}[{i}]")
+
+
 def _assert_finite_checkpoints(folder):
-    """Every floating-point tensor saved in every checkpoint is finite."""
+    """Every floating-point tensor saved in every checkpoint is finite.
+
+    Top-level tensors (model parameters) and tensors nested in dicts and
+    lists (the optimizer's per-parameter state) alike.
+    """
     ckpts = sorted(folder.glob("CKPT*"))
     assert ckpts
     checked = 0
+    nested = {}
     for ckpt in ckpts:
         for f in ckpt.glob("*.ckpt"):
             try:
@@ -130,7 +155,24 @@ def _assert_finite_checkpoints(folder):
                 if isinstance(value, torch.Tensor) and value.is_floating_point():
                     assert torch.isfinite(value).all(), f
                     checked += 1
+            for where, value in _floats_in(state, f.name):
+                if isinstance(value, torch.Tensor):
+                    assert torch.isfinite(value).all(), where
+                    if where.count("[") > 1:
+                        nested[f.name] = nested.get(f.name, 0) + 1
+                else:
+                    assert np.isfinite(value), where
     assert checked > 0
+    # The optimizer's moments were among the tensors checked.
+    assert nested.get("optimizer.ckpt", 0) > 0, nested
+
+
+def _majority_share(csv_path):
+    """Accuracy of the best constant classifier on a prepared split."""
+    with open(csv_path, newline="") as f:
+        labels = [row["command"] for row in csv.DictReader(f)]
+    counts = collections.Counter(labels)
+    return max(counts.values()) / len(labels), len(labels)
 
 
 @pytest.mark.slow
@@ -143,13 +185,45 @@ def test_broken_clips_are_named_once_counted_and_never_reach_the_weights(
     # Every epoch visits every clip once: each broken one is counted each epoch.
     assert [s["examples_bad_audio"] for s in stats] == [len(picked)] * 3
     assert all(np.isfinite(s["weights_ess"]) for s in stats)
+    for s in stats:
+        # Uniform weights: the effective sample size of a batch is the number
+        # of examples its loss averaged, so broken clips must be left out.
+        assert s["batches_skipped"] == 0 and s["examples_filtered"] == 0
+        used = s["examples"] - s["examples_bad_audio"]
+        assert s["weights_ess"] == pytest.approx(used / s["batches"], rel=1e-9)
     log = (out / "log.txt").read_text()
     for uid, problem in picked.items():
         named = re.findall(
             rf"Broken audio in example {re.escape(uid)} \(([^)]*)\)", log
         )
         assert named == [problem], (uid, named)
-    assert json.loads((out / "test_summary.json").read_text())["accuracy"] > 0.2
+    summary = json.loads((out / "test_summary.json").read_text())
+    assert summary["accuracy"] > 0.2
+    # A constant classifier scores at most the majority share of the test
+    # split (2 of 9 clips here): the trained one must beat it.
+    majority, n_test = _majority_share(save / "test.csv")
+    assert summary["n_examples"] == n_test
+    assert summary["accuracy"] > majority + 0.5 / n_test, (summary, majority)
+    predicted = np.array(summary["confusion"]).sum(axis=0)
+    assert np.count_nonzero(predicted) >= 3, summary["confusion"]
+    _assert_finite_checkpoints(save)
+
+
+@pytest.mark.slow
+def test_robust_weights_over_batches_with_broken_clips_are_proper(corrupted, tmp_path):
+    """Softmax weights exist here: their effective sample size is a real one."""
+    train, corpus, save, picked = corrupted
+    out = tmp_path / "robust"
+    stats, save = _run(train, corpus, save, out, "kws_robust")
+    assert [s["examples_bad_audio"] for s in stats] == [len(picked)] * 3
+    batch_size = int(KWS_TINY_MODEL[KWS_TINY_MODEL.index("--batch_size") + 1])
+    for s in stats:
+        assert s["batches_skipped"] == 0 and np.isfinite(s["temperature"])
+        used = (s["examples"] - s["examples_bad_audio"]) / s["batches"]
+        # 1 / sum(p^2) of weights summing to 1 over the examples kept: more
+        # than one example, fewer than uniform weights over the kept ones.
+        assert np.isfinite(s["weights_ess"]), s
+        assert 1.0 < s["weights_ess"] < used <= batch_size, s
     _assert_finite_checkpoints(save)
 
 
@@ -157,13 +231,26 @@ def test_broken_clips_are_named_once_counted_and_never_reach_the_weights(
 def test_isbl_does_not_collapse_onto_broken_clips(corrupted, tmp_path):
     train, corpus, save, picked = corrupted
     out = tmp_path / "isbl"
-    stats, save = _run(train, corpus, save, out, "kws_isbl", epochs=4)
+    stats, save = _run(train, corpus, save, out, "kws_isbl", epochs=7)
     # Once seen, a broken clip is quarantined (weight eps): by the last epoch
     # the broken 5 % of the clips get far less than 5 % of the draws.
     last = stats[-1]
     assert last["sampler_n_quarantined"] >= 1
     assert last["examples_bad_audio"] <= 0.01 * last["examples"] + 1
     assert sum(s["examples_bad_audio"] for s in stats) >= 1
+    # Decisively: once all of them are quarantined, each weighs eps = 1e-6,
+    # a millionth of a clip of loss ~1 in a pool of dozens of clips, so the
+    # remaining epochs (hundreds of draws) draw none of them but with a
+    # probability of order 1e-4. A quarantine that left them a weight like
+    # the others' (~1) would give ~5 draws per epoch: none in 4 epochs has
+    # probability ~e^-20.
+    full = [s["sampler_n_quarantined"] == len(picked) for s in stats]
+    assert True in full, [s["sampler_n_quarantined"] for s in stats]
+    after = stats[full.index(True) + 1 :]
+    assert len(after) >= 4, [s["sampler_n_quarantined"] for s in stats]
+    assert all(s["sampler_n_quarantined"] == len(picked) for s in after)
+    assert sum(s["examples"] for s in after) >= 400
+    assert [s["examples_bad_audio"] for s in after] == [0] * len(after)
     _assert_finite_checkpoints(save)
 
 
