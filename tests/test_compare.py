@@ -11,6 +11,7 @@ import time
 import types
 from pathlib import Path
 
+import matplotlib.colors
 import numpy as np
 import pytest
 import yaml
@@ -136,7 +137,7 @@ def sep_run(folder, seed, sisnri, curve, mining, sampler_ids=None, epoch_seconds
         (ckpt / "CKPT.yaml").write_text(yaml.safe_dump({"unixtime": 1.0}))
 
 
-def mining_records(steps, filtered, skipped, entropy=None):
+def mining_records(steps, filtered, skipped, entropy=None, weights_ess=None):
     out = []
     for e, (s, f, k) in enumerate(zip(steps, filtered, skipped), start=1):
         record = {
@@ -147,7 +148,7 @@ def mining_records(steps, filtered, skipped, entropy=None):
             "examples_filtered": f,
             "examples_bad_audio": 0,
             "batches_skipped": k,
-            "weights_ess": 2.0 - 0.1 * e,
+            "weights_ess": 2.0 - 0.1 * e if weights_ess is None else weights_ess[e - 1],
         }
         if entropy is not None:
             record["sampler_draw_entropy"] = entropy[e - 1]
@@ -158,25 +159,57 @@ def mining_records(steps, filtered, skipped, entropy=None):
 
 BASE = np.arange(20, dtype=float)  # SI-SNRi 0 .. 19 dB
 
+# Per-epoch series of the two seeds of each variant. They differ, so that the
+# plotted line (the mean over seeds) and the min-max band are both tested;
+# their means are -2, -4, -5 (baseline) and -3, -5, -7 (ISBL) for the
+# training curves, 2 - 0.1 e for the baseline's weight ESS, 1, 2, 3
+# (baseline) and 2, 2, 2 (ISBL) examples filtered, 0.9, 0.8, 0.7 for the
+# ISBL sampler entropy.
+SEED_SERIES = {
+    "sepformer_baseline": {
+        "curve": {1: [-2.5, -5.0, -5.25], 2: [-1.5, -3.0, -4.75]},
+        "weights_ess": {1: [1.8, 1.9, 1.5], 2: [2.0, 1.7, 1.9]},
+        "filtered": {1: [0, 2, 4], 2: [2, 2, 2]},
+    },
+    "sepformer_isbl": {
+        "curve": {1: [-4.0, -5.5, -9.0], 2: [-2.0, -4.5, -5.0]},
+        "weights_ess": {1: [1.0, 1.3, 0.9], 2: [1.4, 0.9, 1.3]},
+        "filtered": {1: [1, 2, 3], 2: [3, 2, 1]},
+        "entropy": {1: [0.95, 0.85, 0.6], 2: [0.85, 0.75, 0.8]},
+    },
+}
+
 
 @pytest.fixture
 def sep_results(tmp_path):
     root = tmp_path / "results"
     ids = [f"mix{i}" for i in range(6)]
+    base, isbl = SEED_SERIES["sepformer_baseline"], SEED_SERIES["sepformer_isbl"]
     for seed, shift in ((1, 0.0), (2, 1.0)):
         sep_run(
             root / "sepformer_baseline" / str(seed),
             seed,
             BASE + shift,
-            [-2.0, -4.0, -5.0],
-            mining_records([10, 20, 30], [1, 2, 3], [0, 1, 0]),
+            base["curve"][seed],
+            mining_records(
+                [10, 20, 30],
+                base["filtered"][seed],
+                [0, 1, 0],
+                weights_ess=base["weights_ess"][seed],
+            ),
         )
         sep_run(
             root / "sepformer_isbl" / str(seed),
             seed,
             BASE + 3.0 + shift,
-            [-3.0, -5.0, -7.0],
-            mining_records([10, 20, 29 + seed], [2, 2, 2], [1, 1, 1], [0.9, 0.8, 0.7]),
+            isbl["curve"][seed],
+            mining_records(
+                [10, 20, 29 + seed],
+                isbl["filtered"][seed],
+                [1, 1, 1],
+                isbl["entropy"][seed],
+                weights_ess=isbl["weights_ess"][seed],
+            ),
             sampler_ids=ids,
             epoch_seconds=7.0,
         )
@@ -194,7 +227,7 @@ def sep_results(tmp_path):
 
 
 # ------------------------------------------------------------------ tests
-def test_discovery_names_variants_and_seeds(sep_results, tmp_path):
+def test_discovery_names_bothand_seeds(sep_results, tmp_path):
     runs = compare.find_runs([str(sep_results)])
     labels = [compare.load_run(r, with_hardest=False).label for r in runs]
     assert labels == [
@@ -313,6 +346,117 @@ def test_figures_carry_one_series_per_variant(sep_results, tmp_path):
     # weights_ess / (examples / batches) = (2 - 0.1 e) / 2
     assert list(weights.get_lines()[0].get_ydata()) == pytest.approx([0.95, 0.9, 0.85])
     assert list(filtered.get_lines()[0].get_ydata()) == pytest.approx([0.05, 0.1, 0.15])
+    # ... and the ISBL variant's own weights and filtered shares.
+    assert list(weights.get_lines()[1].get_ydata()) == pytest.approx([0.6, 0.55, 0.55])
+    assert list(filtered.get_lines()[1].get_ydata()) == pytest.approx([0.1, 0.1, 0.1])
+    assert [line.get_label() for line in filtered.get_lines()] == [
+        "sepformer_baseline",
+        "sepformer_isbl",
+    ]
+
+    # Every line is the mean of the variant's two seeds, with a band from
+    # the lower to the higher seed at each epoch.
+    def seeds(variant, key, scale=1.0, offset=0.0):
+        series = SEED_SERIES[variant][key]
+        return [[v * scale + offset for v in series[seed]] for seed in (1, 2)]
+
+    assert_seed_bands(
+        curve_ax,
+        [
+            (f"{variant} {split}", seeds(variant, "curve", offset=offset))
+            for variant in ("sepformer_baseline", "sepformer_isbl")
+            for split, offset in (("train", 0.0), ("valid", -1.0))
+        ],
+    )
+    assert_seed_bands(entropy, [("sepformer_isbl", seeds("sepformer_isbl", "entropy"))])
+    assert_seed_bands(
+        ess, [("sepformer_isbl", seeds("sepformer_isbl", "entropy", scale=0.5))]
+    )
+    both = ("sepformer_baseline", "sepformer_isbl")
+    # examples / batches = 2 per batch; 20 examples per epoch
+    assert_seed_bands(weights, [(v, seeds(v, "weights_ess", scale=0.5)) for v in both])
+    assert_seed_bands(filtered, [(v, seeds(v, "filtered", scale=1 / 20)) for v in both])
+
+
+def band_limits(band):
+    """Epochs and the lower and upper edges of a ``fill_between`` band."""
+    (path,) = band.get_paths()
+    xy = np.asarray(path.vertices)
+    xs = sorted(set(xy[:, 0].tolist()))
+    lower = [float(xy[xy[:, 0] == x, 1].min()) for x in xs]
+    upper = [float(xy[xy[:, 0] == x, 1].max()) for x in xs]
+    return xs, lower, upper
+
+
+def assert_seed_bands(ax, expected):
+    """Lines of ``ax`` are the seed means, its bands the seeds' min-max range.
+
+    ``expected`` lists ``(label, per-seed values by epoch 1, 2, ...)`` in
+    plotting order.
+    """
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == [label for label, _ in expected]
+    assert len(ax.collections) == len(expected)  # one band per line
+    for line, band, (label, per_seed) in zip(lines, ax.collections, expected):
+        values = np.asarray(per_seed, dtype=float)
+        epochs = list(range(1, values.shape[1] + 1))
+        assert list(line.get_xdata()) == epochs, label
+        assert list(line.get_ydata()) == pytest.approx(values.mean(axis=0)), label
+        xs, lower, upper = band_limits(band)
+        assert xs == epochs, label
+        assert lower == pytest.approx(values.min(axis=0)), label
+        assert upper == pytest.approx(values.max(axis=0)), label
+        assert np.allclose(
+            band.get_facecolor()[0][:3], matplotlib.colors.to_rgb(line.get_color())
+        ), label
+
+
+def _fake_run(variant, seed, weights_ess, train_loss):
+    run = compare.Run(f"/r/{variant}/{seed}", variant, str(seed))
+    run.mining = [
+        {"epoch": e, "batches": 4, "examples": 8, "weights_ess": w}
+        for e, w in enumerate(weights_ess, start=1)
+    ]
+    run.epochs = [
+        {
+            "meta": {"epoch": e},
+            "train": {"loss": v},
+            "valid": {"loss": v + 1},
+            "test": {},
+        }
+        for e, v in enumerate(train_loss, start=1)
+    ]
+    return run
+
+
+def test_seed_band_is_the_mean_and_range_over_the_seeds_present():
+    """Three seeds, one of them stopped after two epochs: the line is the mean
+    of the seeds that reached each epoch, the band their min and max (not a
+    midpoint, the last seed or a standard-deviation band)."""
+    runs = [
+        _fake_run("isbl", 1, [1.0, 1.0, 2.0], [3.0, 2.0, 1.0]),
+        _fake_run("isbl", 2, [2.0, 1.5, 4.0], [4.0, 2.5, 2.0]),
+        _fake_run("isbl", 3, [6.0, 3.5], [8.0, 6.0]),
+        _fake_run("plain", 1, [1.2, 1.4, 1.6], [5.0, 4.0, 3.0]),
+    ]
+    weights = compare.plot_mining(runs).axes[2]
+    lines = weights.get_lines()
+    assert [line.get_label() for line in lines] == ["isbl", "plain"]
+    # weights_ess * batches / examples = weights_ess / 2
+    assert list(lines[0].get_ydata()) == pytest.approx([1.5, 1.0, 1.5])
+    assert list(lines[1].get_ydata()) == pytest.approx([0.6, 0.7, 0.8])
+    assert len(weights.collections) == 1  # a single seed has no band
+    xs, lower, upper = band_limits(weights.collections[0])
+    assert xs == [1, 2, 3]
+    assert lower == pytest.approx([0.5, 0.5, 1.0])
+    assert upper == pytest.approx([3.0, 1.75, 2.0])
+
+    (curves,) = compare.plot_curves(runs).axes
+    train = curves.get_lines()[0]
+    assert train.get_label() == "isbl train"
+    assert list(train.get_ydata()) == pytest.approx([5.0, 3.5, 1.5])
+    xs, lower, upper = band_limits(curves.collections[0])
+    assert (lower, upper) == ([3.0, 2.0, 1.0], [8.0, 6.0, 2.0])
 
 
 def test_compare_shows_hardest_examples(sep_results, tmp_path):
@@ -532,7 +676,7 @@ def test_plan_checks_its_inputs(fake_recipe, tmp_path):
         variants.plan_runs(str(tmp_path / "no.py"), ["x.yaml"], [1], str(tmp_path))
 
 
-def test_variants_runs_each_seed_then_compares(fake_recipe, tmp_path, monkeypatch):
+def test_bothruns_each_seed_then_compares(fake_recipe, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     out = tmp_path / "out"
     printed = []
@@ -587,7 +731,7 @@ def test_dry_run_prints_commands(fake_recipe, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_recipe_variants_compare_and_hardest(tmp_path):
+def test_real_recipe_bothcompare_and_hardest(tmp_path):
     """Two variants of the WSJ0Mix recipe on generated data, compared end to end."""
     from hardmine import hardest
     from hardmine.layouts import make_wsj0mix
