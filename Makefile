@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 demo: $(STAMP)
-	$(PY) -m hardmine.demo
+	$(PY) -m hardmine.tools.demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

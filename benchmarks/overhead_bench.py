@@ -54,8 +54,8 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
 
-from hardmine import separation
-from hardmine.layouts import default_wsj0mix
+from hardmine.synthetic.layouts import default_wsj0mix
+from hardmine.tasks import separation
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "WSJ0Mix" / "separation"

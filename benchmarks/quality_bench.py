@@ -13,13 +13,13 @@ with four YAML files of the recipe:
 Every variant runs once per seed with the same budget (``--epochs`` epochs,
 which is also passed as ``--step-budget`` = epochs x batches per epoch), the
 same batch size, crop length and thread count, one run after the other,
-through :mod:`hardmine.variants` (the commands are the recipe's own
+through :mod:`hardmine.tools.variants` (the commands are the recipe's own
 ``train.py`` command lines). Each run ends with the recipe's test on the
 100 test mixtures.
 
 Reported per variant: the test SI-SNRi mean and 10th percentile of each run,
 then their mean ± standard deviation and min..max across seeds.
-:func:`hardmine.compare.compare` is run on the outputs (table, CDF, curves
+:func:`hardmine.tools.compare.compare` is run on the outputs (table, CDF, curves
 and mining plots in ``<out>/compare``); the table, ``cdf.png`` and
 ``mining.png`` are copied to ``docs/results/``.
 
@@ -41,8 +41,8 @@ import sys
 import time
 from pathlib import Path
 
-from hardmine import compare as compare_mod
-from hardmine import variants
+from hardmine.tools import compare as compare_mod
+from hardmine.tools import variants
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "WSJ0Mix" / "separation"
@@ -188,7 +188,7 @@ def main(argv=None):
     ]
     out = Path(args.out).resolve()
     # Run folders are named after the variant label (the folder name is what
-    # hardmine.compare shows), so the YAML files are given through links.
+    # hardmine.tools.compare shows), so the YAML files are given through links.
     links = out / "yaml"
     links.mkdir(parents=True, exist_ok=True)
     files = []
@@ -313,7 +313,7 @@ def main(argv=None):
     (docs / "quality.md").write_text(
         "# Mining variants on the embedded WSJ0-2mix-style set\n\n"
         + table_md
-        + "\n\nTable printed by `python -m hardmine.compare` on the same runs:\n\n"
+        + "\n\nTable printed by `python -m hardmine.tools.compare` on the same runs:\n\n"
         + "```\n"
         + sep_block
         + "\n```\n\n"

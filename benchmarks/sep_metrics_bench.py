@@ -1,4 +1,4 @@
-"""BSS-Eval SDR: fast_bss_eval (used by hardmine.sep_metrics) versus mir_eval.
+"""BSS-Eval SDR: fast_bss_eval (used by hardmine.tasks.sep_metrics) versus mir_eval.
 
 Both sides compute ``bss_eval_sources`` (512-tap distortion filter,
 permutation by SIR) on the same random 2-source utterances of 2, 4 and 8 s

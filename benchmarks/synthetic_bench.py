@@ -1,6 +1,6 @@
 """Generation time of the speech-like synthetic sources and mixtures.
 
-Measures :func:`hardmine.synthetic.speech_like` for 2 s utterances at 8 and
+Measures :func:`hardmine.synthetic.mixtures.speech_like` for 2 s utterances at 8 and
 16 kHz, one full WSJ0-2mix-style mixture (two sources, scaling, 16-bit
 rounding, three wav files written) and reports the real-time factor
 (synthesis time / audio duration). Median of ``--repeats`` runs after a
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hardmine.layouts import make_wsj0mix
-from hardmine.synthetic import random_speaker, speech_like
+from hardmine.synthetic.layouts import make_wsj0mix
+from hardmine.synthetic.mixtures import random_speaker, speech_like
 
 
 def _median_time(func, repeats):

@@ -21,11 +21,11 @@ of the modules::
 Each name is the very object its defining module holds
 (``hardmine.HardMiningBrain is hardmine.brain.HardMiningBrain``). The names
 are loaded on first use, so ``import hardmine`` and light modules such as
-:mod:`hardmine.validation` or :mod:`hardmine.compare` do not import
+:mod:`hardmine.validation` or :mod:`hardmine.tools.compare` do not import
 SpeechBrain and torch until one of these names is asked for.
 
 Everything else (helpers, constants, the recipes' Brain subclasses) is
-imported from its module, e.g. ``from hardmine.separation import run_recipe``.
+imported from its module, e.g. ``from hardmine.tasks.separation import run_recipe``.
 YAML files keep naming the defining modules (``!new:hardmine.threshold.ThresholdFilter``).
 
 Example

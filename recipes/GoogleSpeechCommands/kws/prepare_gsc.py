@@ -30,7 +30,7 @@ The ``pool`` column is ``targets`` for the ten command words and
 Example
 -------
 >>> import tempfile, os
->>> from hardmine.synthetic_gsc import generate_gsc
+>>> from hardmine.synthetic.gsc import generate_gsc
 >>> with tempfile.TemporaryDirectory() as tmp:
 ...     root = generate_gsc(os.path.join(tmp, "gsc"), words=("yes", "no", "cat"),
 ...                         n_speakers=4, repetitions=1, valid_speakers=1,

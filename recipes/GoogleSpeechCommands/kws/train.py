@@ -28,8 +28,8 @@ from hyperpyyaml import load_hyperpyyaml
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from prepare_gsc import prepare_gsc  # noqa: E402
 
-from hardmine.kws import KWSBrain, dataio_prep  # noqa: E402
-from hardmine.synthetic_gsc import default_gsc  # noqa: E402
+from hardmine.synthetic.gsc import default_gsc  # noqa: E402
+from hardmine.tasks.kws import KWSBrain, dataio_prep  # noqa: E402
 
 
 def main(argv):

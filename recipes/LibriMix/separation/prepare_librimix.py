@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 
-from hardmine.manifest import (
+from hardmine.tasks.manifest import (
     LayoutError,
     check_group,
     csv_up_to_date,
@@ -127,7 +127,7 @@ def prepare_librimix(
     Example
     -------
     >>> import tempfile
-    >>> from hardmine.layouts import make_librimix
+    >>> from hardmine.synthetic.layouts import make_librimix
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     root = make_librimix(tmp + "/d", sizes={"train": 1, "dev": 1, "test": 1},
     ...                          seconds=0.25)

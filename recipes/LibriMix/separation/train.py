@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train a separation model on Libri2Mix / Libri3Mix with hard-example mining.
 
-The model, data pipeline and mining hooks live in :mod:`hardmine.separation`;
+The model, data pipeline and mining hooks live in :mod:`hardmine.tasks.separation`;
 this script only wires them to the LibriMix preparation.
 
 Usage
@@ -23,11 +23,11 @@ from hardmine.cli import exit_on_config_error
 # isort: split
 from prepare_librimix import prepare_librimix
 
-from hardmine import separation
+from hardmine.tasks import separation
 
 
 def main(argv):
-    """Prepare the data, train, then test (see hardmine.separation.run_recipe)."""
+    """Prepare the data, train, then test (see hardmine.tasks.separation.run_recipe)."""
     separation.run_recipe(
         argv,
         prepare_librimix,

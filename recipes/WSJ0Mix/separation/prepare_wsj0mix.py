@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 
-from hardmine.manifest import (
+from hardmine.tasks.manifest import (
     LayoutError,
     check_group,
     csv_up_to_date,
@@ -66,7 +66,7 @@ def prepare_wsjmix(
     Example
     -------
     >>> import tempfile
-    >>> from hardmine.layouts import make_wsj0mix
+    >>> from hardmine.synthetic.layouts import make_wsj0mix
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     root = make_wsj0mix(tmp + "/data", sizes={"tr": 2, "cv": 1, "tt": 1},
     ...                         seconds=0.25)

@@ -19,13 +19,13 @@ from hyperpyyaml import resolve_references
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.train_logger import FileTrainLogger
 
-from hardmine import compare, variants
 from hardmine.brain import HardMiningBrain
 from hardmine.isbl import ISBLSampler
-from hardmine.kws_metrics import KWSResults
-from hardmine.sep_metrics import write_test_results
+from hardmine.tasks.kws_metrics import KWSResults
+from hardmine.tasks.sep_metrics import write_test_results
+from hardmine.tools import compare, variants
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------ fake outputs
@@ -734,14 +734,14 @@ def test_dry_run_prints_commands(fake_recipe, tmp_path):
 def test_real_recipe_bothcompare_and_hardest(tmp_path):
     """Two variants of the WSJ0Mix recipe on generated data, compared end to end."""
     from hardmine import hardest
-    from hardmine.layouts import make_wsj0mix
+    from hardmine.synthetic.layouts import make_wsj0mix
 
     data = make_wsj0mix(
         str(tmp_path / "data"), sizes={"tr": 6, "cv": 2, "tt": 3}, seconds=0.5
     )
     recipe = ROOT / "recipes" / "WSJ0Mix" / "separation"
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "hardmine.variants", str(recipe / "train.py")]
+    cmd = [sys.executable, "-m", "hardmine.tools.variants", str(recipe / "train.py")]
     cmd += ["hparams/sepformer.yaml", "hparams/sepformer_isbl.yaml", "--seeds", "3"]
     cmd += ["--epochs", "1", "--out", str(out), "--", "--model_size", "tiny"]
     cmd += ["--data_folder", data, "--num_workers", "0", "--noprogressbar"]

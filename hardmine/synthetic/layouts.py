@@ -2,7 +2,7 @@
 
 The preparation scripts of the recipes are meant for the real corpora, which
 cannot be downloaded here. These generators write speech-like mixtures
-(:mod:`hardmine.synthetic`) with the same folder structure, file naming, audio
+(:mod:`hardmine.synthetic.mixtures`) with the same folder structure, file naming, audio
 format (16-bit PCM wav) and, for LibriMix, metadata CSVs, so the real
 preparation code runs unchanged on them. :func:`default_wsj0mix` builds the
 small set the recipes use by default, once, and caches it.
@@ -33,7 +33,7 @@ import time
 import numpy as np
 import soundfile as sf
 
-from hardmine.synthetic import (
+from hardmine.synthetic.mixtures import (
     draw_mixture_spec,
     make_mixture,
     noise_like,

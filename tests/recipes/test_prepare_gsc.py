@@ -10,11 +10,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from hardmine.synthetic_gsc import DEFAULT_WORDS, default_gsc, generate_gsc, word_spec
+from hardmine.synthetic.gsc import (
+    DEFAULT_WORDS,
+    default_gsc,
+    generate_gsc,
+    word_spec,
+)
 from hardmine.validation import ConfigError
 
 RECIPE = (
-    pathlib.Path(__file__).resolve().parents[1] / "recipes/GoogleSpeechCommands/kws"
+    pathlib.Path(__file__).resolve().parents[2] / "recipes/GoogleSpeechCommands/kws"
 )
 
 

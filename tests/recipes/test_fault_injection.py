@@ -20,10 +20,10 @@ import soundfile as sf
 import torch
 from conftest import KWS_TINY_MODEL
 
-from hardmine.synthetic_gsc import generate_gsc
+from hardmine.synthetic.gsc import generate_gsc
 
 RECIPE = (
-    pathlib.Path(__file__).resolve().parents[1] / "recipes/GoogleSpeechCommands/kws"
+    pathlib.Path(__file__).resolve().parents[2] / "recipes/GoogleSpeechCommands/kws"
 )
 SR = 16000
 
@@ -263,7 +263,7 @@ def test_silent_and_broken_separation_targets_never_make_a_nan_weight(
 ):
     """Robust weights with a capacity controller over batches holding a silent
     target (SI-SNR undefined), a NaN-valued target and an unreadable mixture."""
-    from hardmine.layouts import make_wsj0mix
+    from hardmine.synthetic.layouts import make_wsj0mix
 
     root = make_wsj0mix(
         str(tmp_path / "wsj"), sizes={"tr": 40, "cv": 2, "tt": 2}, seconds=0.5, seed=3

@@ -12,10 +12,10 @@ from hyperpyyaml import resolve_references
 from scipy.stats import chisquare
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from hardmine import hardest
 from hardmine.isbl import ISBLSampler
+from hardmine.tools import hardest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def write_sep_csv(path, ids, root="/corpus/wav8k/min/tr"):

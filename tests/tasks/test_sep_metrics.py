@@ -9,7 +9,7 @@ import pytest
 import torch
 from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
 
-from hardmine.sep_metrics import (
+from hardmine.tasks.sep_metrics import (
     si_snr,
     summarize,
     utterance_metrics,

@@ -35,12 +35,12 @@ from hardmine.cli import (
     field_handles,
     forwarded_fields,
 )
-from hardmine.layouts import make_wsj0mix
-from hardmine.manifest import LayoutError
-from hardmine.synthetic_gsc import generate_gsc
+from hardmine.synthetic.gsc import generate_gsc
+from hardmine.synthetic.layouts import make_wsj0mix
+from hardmine.tasks.manifest import LayoutError
 from hardmine.validation import ConfigError
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 RECIPES = {
     "kws": ROOT / "recipes/GoogleSpeechCommands/kws",
     "wsj": ROOT / "recipes/WSJ0Mix/separation",

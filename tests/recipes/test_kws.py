@@ -16,13 +16,13 @@ from conftest import KWS_TINY_MODEL
 from hyperpyyaml import load_hyperpyyaml
 
 from hardmine.isbl import ISBLSampler
-from hardmine.kws import dataio_prep, read_clip
 from hardmine.reweighting import SoftmaxReweighting
-from hardmine.synthetic_gsc import generate_gsc
+from hardmine.synthetic.gsc import generate_gsc
+from hardmine.tasks.kws import dataio_prep, read_clip
 from hardmine.validation import ConfigError
 
 RECIPE = (
-    pathlib.Path(__file__).resolve().parents[1] / "recipes/GoogleSpeechCommands/kws"
+    pathlib.Path(__file__).resolve().parents[2] / "recipes/GoogleSpeechCommands/kws"
 )
 VARIANTS = ("kws", "kws_isbl", "kws_class_bias", "kws_robust", "kws_catpow")
 # yes, no, up + _unknown_ (cat) + _silence_

@@ -5,7 +5,7 @@ import pytest
 from scipy.signal import find_peaks
 from scipy.stats import chisquare
 
-from hardmine.synthetic import (
+from hardmine.synthetic.mixtures import (
     MixtureSpec,
     draw_mixture_spec,
     make_mixture,

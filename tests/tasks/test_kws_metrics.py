@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from hardmine.kws_metrics import (
+from hardmine.tasks.kws_metrics import (
     KWSResults,
     accuracy,
     confusion_matrix,

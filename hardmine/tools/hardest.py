@@ -27,8 +27,8 @@ The report comes either from a live sampler (:func:`rank_examples`, e.g.
 sampler file of a saved checkpoint (``save/CKPT+*/mining_sampler.ckpt``) plus
 the training CSV (:func:`report_for_run`, or the command line)::
 
-    python -m hardmine.hardest results/sepformer_isbl/1234 --top 20
-    python -m hardmine.hardest RUN --checkpoint save/CKPT+x/mining_sampler.ckpt \\
+    python -m hardmine.tools.hardest results/sepformer_isbl/1234 --top 20
+    python -m hardmine.tools.hardest RUN --checkpoint save/CKPT+x/mining_sampler.ckpt \\
         --train-csv save/wsj_tr.csv --out hardest.csv
 
 The sampler is rebuilt from the ``mining_sampler`` entry of the run's saved
@@ -649,7 +649,7 @@ def format_rows(rows, limit=10, path_width=60):
 def main(argv=None):
     """Command line: print the hardest examples of a run and write the CSV."""
     parser = argparse.ArgumentParser(
-        prog="python -m hardmine.hardest",
+        prog="python -m hardmine.tools.hardest",
         description="Rank a run's training examples by their latest loss, with "
         "their draw probability under the mining sampler and their draw count. "
         "Corrupt and mislabelled clips come out on top.",

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m hardmine.variants recipes/WSJ0Mix/separation/train.py \\
+    python -m hardmine.tools.variants recipes/WSJ0Mix/separation/train.py \\
         hparams/sepformer.yaml hparams/sepformer_isbl.yaml \\
         --seeds 1 2 3 --step-budget 2000 --out results/isbl_vs_baseline \\
         -- --model_size tiny --data_folder /data/wsj0-mix/2speakers
@@ -22,7 +22,7 @@ Each run's console output goes to ``<run>/variants_console.txt`` and its wall
 time, command and exit status to ``<run>/run_info.json``. A run whose
 ``test_results.csv`` already exists is not repeated (``--rerun`` forces it;
 SpeechBrain then resumes from the run's last checkpoint). A failed run is
-reported and the others still run. Finally :func:`hardmine.compare.compare`
+reported and the others still run. Finally :func:`hardmine.tools.compare.compare`
 compares all runs, writing to ``<out>/compare``.
 
 Example
@@ -87,7 +87,7 @@ def epoch_field(hparams_file):
     ...     epoch_field(path)
     'n_ep'
     """
-    from hardmine.hardest import Tagged, read_saved_hparams
+    from hardmine.tools.hardest import Tagged, read_saved_hparams
 
     fields = read_saved_hparams(hparams_file)
     counter = fields.get("epoch_counter")
@@ -297,7 +297,7 @@ def main(argv=None, echo=print):
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1 :]
     parser = argparse.ArgumentParser(
-        prog="python -m hardmine.variants",
+        prog="python -m hardmine.tools.variants",
         description="Train variants of one recipe with the same seeds and budget, "
         "one after the other, then compare them. Arguments after '--' go to every run.",
     )
@@ -344,7 +344,7 @@ def main(argv=None, echo=print):
             + ", ".join(f"{o['variant']} seed {o['seed']}" for o in failed)
         )
     if usable:
-        from hardmine.compare import compare
+        from hardmine.tools.compare import compare
 
         out = os.path.join(os.path.abspath(args.out), "compare")
         try:

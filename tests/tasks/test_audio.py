@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from hardmine.audio import PROBLEMS, load_checked
+from hardmine.tasks.audio import PROBLEMS, load_checked
 
 
 def _sine(n=8000, amp=0.3, sr=8000):

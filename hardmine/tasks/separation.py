@@ -223,7 +223,7 @@ def resolve_data_folder(hparams, embedded_default=True):
     """Return the data folder, building the embedded default if it is null.
 
     ``data_folder: null`` selects the small WSJ0-2mix-layout set that
-    :func:`hardmine.layouts.default_wsj0mix` generates once and caches.  It
+    :func:`hardmine.synthetic.layouts.default_wsj0mix` generates once and caches.  It
     only exists with two speakers at 8 kHz ("min" version).
 
     Arguments
@@ -268,7 +268,7 @@ def resolve_data_folder(hparams, embedded_default=True):
             f"sample_rate={hparams.get('sample_rate')} "
             f"version={hparams.get('version')}",
         )
-    from hardmine.layouts import default_wsj0mix
+    from hardmine.synthetic.layouts import default_wsj0mix
 
     # Generated once and cached; concurrent ranks wait on a file lock.
     return str(default_wsj0mix())
@@ -313,7 +313,7 @@ def load_example(paths, sample_rate, crop_len=None, generator=None):
     True
     >>> tmp.cleanup()
     """
-    from hardmine.audio import load_checked
+    from hardmine.tasks.audio import load_checked
 
     signals, problems = [], []
     for path in paths:
@@ -522,7 +522,7 @@ class SeparationBrain(HardMiningBrain):
         return loss
 
     def _record_test_metrics(self, estimates, targets, batch):
-        from hardmine.sep_metrics import utterance_metrics
+        from hardmine.tasks.sep_metrics import utterance_metrics
 
         mix, rel_lengths = batch.mix_sig
         problems = getattr(batch, "audio_problem", None) or [""] * mix.shape[0]
@@ -569,7 +569,7 @@ class SeparationBrain(HardMiningBrain):
                 test_stats=stats,
             )
             if sb.utils.distributed.if_main_process():
-                from hardmine.sep_metrics import write_test_results
+                from hardmine.tasks.sep_metrics import write_test_results
 
                 write_test_results(
                     self.test_rows,

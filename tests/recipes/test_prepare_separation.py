@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import hardmine.layouts as layouts
-from hardmine.layouts import default_wsj0mix, make_librimix, make_wsj0mix
-from hardmine.manifest import LayoutError
+import hardmine.synthetic.layouts as layouts
+from hardmine.synthetic.layouts import default_wsj0mix, make_librimix, make_wsj0mix
+from hardmine.tasks.manifest import LayoutError
 from hardmine.validation import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WSJ_SCRIPT = ROOT / "recipes" / "WSJ0Mix" / "separation" / "prepare_wsj0mix.py"
 LIBRI_SCRIPT = ROOT / "recipes" / "LibriMix" / "separation" / "prepare_librimix.py"
 TINY_WSJ = {"tr": 2, "cv": 1, "tt": 2}

@@ -10,7 +10,7 @@ module:
 * :class:`KWSBrain` classifies Fbank features with a compact x-vector network,
   returns one NLL per example (so the mining policies of
   :class:`~hardmine.brain.HardMiningBrain` apply), and scores the validation
-  and test sets with :mod:`hardmine.kws_metrics`.
+  and test sets with :mod:`hardmine.tasks.kws_metrics`.
 
 Example
 -------
@@ -29,7 +29,7 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 from hardmine.brain import AUDIO_PROBLEM_FIELD, HardMiningBrain
-from hardmine.kws_metrics import KWSResults
+from hardmine.tasks.kws_metrics import KWSResults
 from hardmine.validation import ConfigError, check_int
 
 __all__ = ["KWSBrain", "dataio_prep", "ordered_labels", "keywords_of", "read_clip"]
@@ -72,10 +72,10 @@ def read_clip(path, start, stop, sample_rate, clip_samples):
     """Read ``path[start:stop]`` and zero-pad or cut it to ``clip_samples``.
 
     Returns ``(signal, problem)`` with ``problem`` "" when the audio is fine
-    (see :func:`hardmine.audio.load_checked`); a broken file gives a silent
+    (see :func:`hardmine.tasks.audio.load_checked`); a broken file gives a silent
     clip of the right length, so the batch still collates.
     """
-    from hardmine.audio import load_checked
+    from hardmine.tasks.audio import load_checked
 
     signal, problem = load_checked(path, expected_sr=sample_rate)
     out = torch.zeros(clip_samples)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m hardmine.compare results/sepformer_baseline results/sepformer_isbl \\
+    python -m hardmine.tools.compare results/sepformer_baseline results/sepformer_isbl \\
         --out results/compare
 
 Each argument is a run folder (the recipe's ``output_folder``, holding
@@ -25,11 +25,11 @@ What is read from each run:
   skipped, broken examples, and the per-epoch spread of the sampler and of
   the loss weights.
 * ``train_log.txt``: training and validation curves.
-* wall time: ``run_info.json`` (written by :mod:`hardmine.variants`), else a
+* wall time: ``run_info.json`` (written by :mod:`hardmine.tools.variants`), else a
   ``wall_time_s`` entry of the mining statistics, else the time between the
   first and last line of ``log.txt``.
 * the newest sampler checkpoint, for the hardest-examples report
-  (:mod:`hardmine.hardest`).
+  (:mod:`hardmine.tools.hardest`).
 
 Written to ``--out`` (default ``./compare_results``):
 ``summary.csv`` / ``summary.json`` (one row per variant), ``runs.csv`` (one
@@ -148,7 +148,7 @@ class Run:
         Parsed ``train_log.txt`` lines (see :func:`parse_train_log`).
     mining : list of dict
         ``mining_stats.jsonl`` records, one per epoch.
-    hardest : hardmine.hardest.HardestReport or None
+    hardest : hardmine.tools.hardest.HardestReport or None
     notes : list of str
         Problems met while reading (missing files ...).
 
@@ -321,7 +321,7 @@ def _float(text):
 
 
 def _load_separation(run, fields, rows):
-    from hardmine.sep_metrics import summarize
+    from hardmine.tasks.sep_metrics import summarize
 
     rows = [r for r in rows if r.get("snt_id") != "avg"]
     for metric in ("si-snr_i", "sdr_i"):
@@ -343,7 +343,7 @@ def _is_negative_label(label):
 
 
 def _load_kws(run, rows, summary_path):
-    from hardmine.kws_metrics import frr_at_far
+    from hardmine.tasks.kws_metrics import frr_at_far
 
     correct = np.array([_float(r["correct"]) for r in rows])
     run.metrics["accuracy"] = float(np.mean(correct)) if rows else math.nan
@@ -421,7 +421,7 @@ def _variant_and_seed(path, hparams):
 
 def load_run(path, with_hardest=True):
     """Read one run folder into a :class:`Run`."""
-    from hardmine.hardest import read_saved_hparams, report_for_run
+    from hardmine.tools.hardest import read_saved_hparams, report_for_run
 
     hparams = {}
     hp_path = os.path.join(path, "hyperparams.yaml")
@@ -944,7 +944,7 @@ def compare(paths, out, top=5, with_hardest=True, echo=print):
         fig.savefig(path, dpi=100)
         files.append(path)
 
-    from hardmine.hardest import format_rows
+    from hardmine.tools.hardest import format_rows
 
     for run in runs:
         if run.hardest is None:
@@ -973,7 +973,7 @@ def compare(paths, out, top=5, with_hardest=True, echo=print):
 def main(argv=None):
     """Command line of :func:`compare`."""
     parser = argparse.ArgumentParser(
-        prog="python -m hardmine.compare",
+        prog="python -m hardmine.tools.compare",
         description="Compare recipe variants: table of test metrics and training "
         "counts (mean ± sd over seeds), CDF/curve/mining plots, hardest examples.",
     )

@@ -12,9 +12,9 @@ the hardest mixtures).
 
 Usage::
 
-    python -m hardmine.demo                 # about 16 minutes on 2 idle CPU cores
-    python -m hardmine.demo --epochs 2      # a quicker look
-    python -m hardmine.demo --fresh         # discard earlier demo runs
+    python -m hardmine.tools.demo                 # about 16 minutes on 2 idle CPU cores
+    python -m hardmine.tools.demo --epochs 2      # a quicker look
+    python -m hardmine.tools.demo --fresh         # discard earlier demo runs
 
 Outputs go to ``results/demo/{baseline,isbl}/`` (each a normal recipe output
 folder: train_log.txt, test_results.csv, test_summary.json, checkpoints) and
@@ -41,13 +41,13 @@ import sys
 import time
 from pathlib import Path
 
-from hardmine.sep_metrics import summarize
+from hardmine.tasks.sep_metrics import summarize
 
 __all__ = ["VARIANTS", "summarize_runs", "comparison_table", "main"]
 
-logger = logging.getLogger("hardmine.demo")
+logger = logging.getLogger("hardmine.tools.demo")
 
-RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes" / "WSJ0Mix" / "separation"
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "recipes" / "WSJ0Mix" / "separation"
 #: Demo run name -> hparams file of the WSJ0Mix recipe.
 VARIANTS = {"baseline": "sepformer.yaml", "isbl": "sepformer_isbl.yaml"}
 #: (column of test_results.csv, label, statistics shown)
@@ -182,7 +182,7 @@ def _optimizer_steps(out):
 def main(argv=None):
     """Run both variants and print their test results side by side."""
     parser = argparse.ArgumentParser(
-        prog="python -m hardmine.demo", description=__doc__.split("\n\n")[0]
+        prog="python -m hardmine.tools.demo", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--output", default="results/demo", type=Path)
     parser.add_argument("--epochs", default=6, type=int)
@@ -212,7 +212,7 @@ def main(argv=None):
     )
     output = args.output.resolve()
     if args.data_folder is None:
-        from hardmine.layouts import default_wsj0mix
+        from hardmine.synthetic.layouts import default_wsj0mix
 
         logger.info("Preparing the embedded default set (generated once, cached)")
         args.data_folder = default_wsj0mix()

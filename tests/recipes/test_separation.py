@@ -21,12 +21,12 @@ import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml
 
-from hardmine import separation
 from hardmine.checkpoint import COMPLETE_MARKER
-from hardmine.layouts import make_librimix, make_wsj0mix
+from hardmine.synthetic.layouts import make_librimix, make_wsj0mix
+from hardmine.tasks import separation
 from hardmine.validation import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = {
     "WSJ0Mix": ROOT / "recipes" / "WSJ0Mix" / "separation",
     "LibriMix": ROOT / "recipes" / "LibriMix" / "separation",
@@ -198,7 +198,7 @@ def test_check_hparams_names_the_field():
 
 
 def test_resolve_data_folder(monkeypatch, tmp_path):
-    import hardmine.layouts
+    import hardmine.synthetic.layouts
 
     calls = []
 
@@ -206,7 +206,7 @@ def test_resolve_data_folder(monkeypatch, tmp_path):
         calls.append(cache_dir)
         return str(tmp_path)
 
-    monkeypatch.setattr(hardmine.layouts, "default_wsj0mix", fake_default)
+    monkeypatch.setattr(hardmine.synthetic.layouts, "default_wsj0mix", fake_default)
     h = {"data_folder": None, "num_spks": 2, "sample_rate": 8000, "version": "min"}
     assert separation.resolve_data_folder(h) == str(tmp_path)
     assert calls == [None]
@@ -617,7 +617,7 @@ def test_sigkill_mid_epoch_resumes_from_checkpoint(tmp_path):
 
 # -------------------------------------------------------------------- demo
 def test_demo_table_and_summaries():
-    from hardmine import demo
+    from hardmine.tools import demo
 
     rows = {
         "baseline": [{"si-snr_i": str(v), "sdr_i": str(v + 1)} for v in range(1, 21)],
@@ -637,7 +637,7 @@ def test_demo_table_and_summaries():
 
 @pytest.mark.slow
 def test_demo_runs_both_variants_with_the_same_budget(tmp_path, capsys):
-    from hardmine import demo
+    from hardmine.tools import demo
 
     data = make_wsj0mix(
         str(tmp_path / "data"), sizes={"tr": 4, "cv": 2, "tt": 3}, seconds=0.5

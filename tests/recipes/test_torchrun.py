@@ -16,9 +16,9 @@ import sys
 
 import pytest
 
-from hardmine.layouts import make_wsj0mix
+from hardmine.synthetic.layouts import make_wsj0mix
 
-RECIPE = pathlib.Path(__file__).resolve().parents[1] / "recipes/WSJ0Mix/separation"
+RECIPE = pathlib.Path(__file__).resolve().parents[2] / "recipes/WSJ0Mix/separation"
 N_TRAIN, N_VALID, N_TEST = 8, 2, 3
 BATCH_SIZE = 2
 WORLD = 2
