@@ -58,8 +58,7 @@ import re
 import shlex
 import sys
 
-import yaml
-
+from hardmine.plainyaml import Tagged, read_document
 from hardmine.validation import ConfigError
 
 __all__ = [
@@ -169,7 +168,8 @@ def forwarded_fields(hparams_file):
     Arguments
     ---------
     hparams_file : str
-        The recipe's YAML file (read as plain YAML; nothing is built).
+        The recipe's YAML file (read as plain YAML by
+        :func:`hardmine.plainyaml.read_document`; nothing is built).
 
     Returns
     -------
@@ -180,27 +180,30 @@ def forwarded_fields(hparams_file):
         ``(key, key, "")``. Empty if the file cannot be read.
     """
     try:
-        with open(hparams_file, encoding="utf-8") as fin:
-            root = yaml.compose(fin, Loader=yaml.SafeLoader)
-    except (OSError, yaml.YAMLError):
-        return []
-    if not isinstance(root, yaml.MappingNode):
+        root = read_document(hparams_file)
+    except (OSError, ConfigError):
         return []
     found = []
 
     def walk(node, path):
-        if isinstance(node, yaml.SequenceNode):
-            for item in node.value:
+        if isinstance(node, Tagged):
+            node = node.value
+        if isinstance(node, list):
+            for item in node:
                 walk(item, path)
-        if not isinstance(node, yaml.MappingNode):
+        if not isinstance(node, dict):
             return
-        for key_node, value in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
+        for key, value in node.items():
+            if isinstance(key, (dict, list, tuple, Tagged)):
                 continue
-            key = key_node.value
+            key = str(key)
             if not path:
                 found.append((key, key, ""))
-            if isinstance(value, yaml.ScalarNode) and value.tag == "!ref":
+            if (
+                isinstance(value, Tagged)
+                and value.tag == "ref"
+                and isinstance(value.value, str)
+            ):
                 match = _REF.fullmatch(value.value)
                 if match:
                     found.append((key, match.group(1), ".".join(path)))

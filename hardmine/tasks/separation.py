@@ -34,6 +34,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
 
 from hardmine.brain import HardMiningBrain
+from hardmine.plainyaml import PlainLoader, read_fields
 from hardmine.validation import ConfigError, check_choice, check_int, check_number
 
 logger = logging.getLogger(__name__)
@@ -81,22 +82,17 @@ MODEL_PRESETS = {
 MODEL_SIZES = ("base", "tiny")
 
 
-class _PlainLoader(yaml.SafeLoader):
-    """YAML loader that reads tagged hyperpyyaml nodes as ``None``."""
-
-
-def _ignore_tag(loader, tag_suffix, node):
-    return None
-
-
-_PlainLoader.add_multi_constructor("!", _ignore_tag)
+#: Safe YAML loader reading tagged hyperpyyaml nodes as ``None``
+#: (:class:`hardmine.plainyaml.PlainLoader`).
+_PlainLoader = PlainLoader
 
 
 def read_plain_fields(hparams_file):
     """Read the top-level fields of a hyperpyyaml file without building it.
 
     Tagged values (``!new:``, ``!ref``, ``!include:``, ``!PLACEHOLDER`` ...)
-    come back as ``None``; plain scalars come back as written.
+    come back as ``None``; plain scalars come back as written
+    (:func:`hardmine.plainyaml.read_fields`).
 
     Arguments
     ---------
@@ -107,11 +103,7 @@ def read_plain_fields(hparams_file):
     -------
     dict
     """
-    with open(hparams_file, encoding="utf-8") as fin:
-        fields = yaml.load(fin, Loader=_PlainLoader)
-    if not isinstance(fields, dict):
-        raise ConfigError(hparams_file, "is not a mapping of fields")
-    return fields
+    return read_fields(hparams_file, tags=False)
 
 
 def _parse_overrides(overrides):

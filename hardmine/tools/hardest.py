@@ -68,6 +68,7 @@ import sys
 import numpy as np
 import yaml
 
+from hardmine.plainyaml import Tagged, read_fields
 from hardmine.validation import ConfigError, check_int
 
 __all__ = [
@@ -96,36 +97,10 @@ SAMPLER_FILE = "mining_sampler.ckpt"
 
 
 # --------------------------------------------------------------------- YAML
-class Tagged:
-    """A tagged hyperpyyaml node read without building it (``!name:``, ``!new:`` ...)."""
-
-    def __init__(self, tag, value):
-        self.tag = tag
-        self.value = value
-
-    def __repr__(self):
-        return f"Tagged({self.tag!r}, {self.value!r})"
-
-
-class _TagLoader(yaml.SafeLoader):
-    """Safe YAML loader keeping hyperpyyaml tags as :class:`Tagged` nodes."""
-
-
-def _construct_tagged(loader, suffix, node):
-    if isinstance(node, yaml.MappingNode):
-        value = loader.construct_mapping(node, deep=True)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_scalar(node)
-    return Tagged(suffix, value)
-
-
-_TagLoader.add_multi_constructor("!", _construct_tagged)
-
-
 def read_saved_hparams(path):
     """Read a hyperparams YAML file without building anything.
+
+    The project's one plain reader, :func:`hardmine.plainyaml.read_fields`.
 
     Arguments
     ---------
@@ -135,7 +110,8 @@ def read_saved_hparams(path):
     Returns
     -------
     dict
-        Top-level fields; tagged values come back as :class:`Tagged`.
+        Top-level fields; tagged values come back as
+        :class:`~hardmine.plainyaml.Tagged`.
 
     Example
     -------
@@ -148,14 +124,7 @@ def read_saved_hparams(path):
     >>> fields["seed"], fields["s"].tag, fields["s"].value
     (3, 'name:a.B', {'alpha': 0.5})
     """
-    with open(path, encoding="utf-8") as handle:
-        try:
-            fields = yaml.load(handle, Loader=_TagLoader)
-        except yaml.YAMLError as err:
-            raise ConfigError(path, f"is not readable YAML: {err}") from None
-    if not isinstance(fields, dict):
-        raise ConfigError(path, "is not a mapping of fields")
-    return fields
+    return read_fields(path)
 
 
 def sampler_config(hparams):

@@ -42,6 +42,7 @@ import subprocess
 import sys
 import time
 
+from hardmine.plainyaml import Tagged, read_fields
 from hardmine.validation import ConfigError, check_int
 
 __all__ = ["RunSpec", "epoch_field", "plan_runs", "run_variants", "main"]
@@ -87,9 +88,7 @@ def epoch_field(hparams_file):
     ...     epoch_field(path)
     'n_ep'
     """
-    from hardmine.tools.hardest import Tagged, read_saved_hparams
-
-    fields = read_saved_hparams(hparams_file)
+    fields = read_fields(hparams_file)
     counter = fields.get("epoch_counter")
     if isinstance(counter, Tagged) and isinstance(counter.value, dict):
         limit = counter.value.get("limit")
