@@ -1,8 +1,9 @@
 """Training-step overhead of HardMiningBrain with every mining feature on.
 
 Two brains train the recipe's tiny SepFormer (``recipes/WSJ0Mix/separation/
-hparams/sepformer.yaml`` with ``--model_size tiny``, modules built from that
-YAML) side by side in one process, on the embedded default WSJ0-2mix set
+hparams/sepformer.yaml`` with the overrides of
+``hardmine.tasks.separation.TINY_OVERRIDES["sepformer"]``, modules built from
+that YAML) side by side in one process, on the embedded default WSJ0-2mix set
 (batches of 4 mixtures of 2 s at 8 kHz, read through the recipe's own data
 pipeline):
 
@@ -51,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import speechbrain as sb
 import torch
+import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
 
@@ -120,19 +122,20 @@ class Stream:
 
 
 def load_model_hparams(work_dir, seed):
-    """The recipe's SepFormer YAML with the tiny preset, as train.py loads it."""
+    """The recipe's SepFormer YAML with the tiny overrides, as train.py loads it."""
     hparams_file = RECIPE / "hparams" / "sepformer.yaml"
-    overrides = separation.apply_model_size(
-        str(hparams_file),
-        {
-            "model_size": "tiny",
-            "seed": seed,
-            "output_folder": str(work_dir / "recipe"),
-            "batch_size": BATCH_SIZE,
-            "training_signal_len": SIGNAL_LEN,
-            "num_workers": 0,
-        },
+    # The overrides as SpeechBrain's command line turns them into YAML.
+    _, _, tiny = sb.parse_arguments(
+        [str(hparams_file), *separation.TINY_OVERRIDES["sepformer"]]
     )
+    overrides = {
+        **yaml.safe_load(tiny),
+        "seed": seed,
+        "output_folder": str(work_dir / "recipe"),
+        "batch_size": BATCH_SIZE,
+        "training_signal_len": SIGNAL_LEN,
+        "num_workers": 0,
+    }
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     separation.check_hparams(hparams)

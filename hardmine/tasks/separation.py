@@ -3,8 +3,8 @@
 Each recipe's ``train.py`` only parses its arguments, prepares its CSV files
 and calls the helpers below, so both recipes train the same model code:
 
-* :data:`MODEL_PRESETS` and :func:`apply_model_size` turn
-  ``--model_size tiny`` into field overrides before the YAML file is loaded;
+* :data:`TINY_OVERRIDES` holds the command-line overrides of a CPU-sized
+  model, per architecture;
 * :func:`check_hparams` rejects unusable settings before anything is built;
 * :func:`resolve_data_folder` replaces ``data_folder: null`` by the embedded
   default WSJ0-2mix set;
@@ -17,10 +17,8 @@ and calls the helpers below, so both recipes train the same model code:
 
 Example
 -------
->>> apply_model_size_from_fields({"architecture": "sepformer"}, {"model_size": "tiny"})[
-...     "N_encoder_out"
-... ]
-64
+>>> TINY_OVERRIDES["sepformer"][:2]
+['--N_encoder_out', '64']
 """
 
 import functools
@@ -29,7 +27,6 @@ import os
 
 import speechbrain as sb
 import torch
-import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
 
@@ -40,11 +37,8 @@ from hardmine.validation import ConfigError, check_choice, check_int, check_numb
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "MODEL_PRESETS",
-    "MODEL_SIZES",
+    "TINY_OVERRIDES",
     "read_plain_fields",
-    "apply_model_size",
-    "apply_model_size_from_fields",
     "check_hparams",
     "resolve_data_folder",
     "load_example",
@@ -53,33 +47,30 @@ __all__ = [
     "run_recipe",
 ]
 
-#: Values that ``--model_size`` substitutes, per architecture.  ``base`` is
-#: the YAML file as written (SpeechBrain's published sizes), so it has no
-#: entry.  ``tiny`` is sized for CPU runs: the demo and the test suite.
-MODEL_PRESETS = {
-    "sepformer": {
-        "tiny": {
-            "N_encoder_out": 64,
-            "intra_layers": 1,
-            "inter_layers": 1,
-            "dual_layers": 2,
-            "nhead": 4,
-            "d_ffn": 256,
-            "chunk_size": 100,
-        },
-    },
-    "convtasnet": {
-        "tiny": {
-            "N_encoder_out": 64,
-            "bottleneck_channels": 64,
-            "conv_channels": 128,
-            "blocks_per_repeat": 4,
-            "repeats": 1,
-        },
-    },
-}
-
-MODEL_SIZES = ("base", "tiny")
+#: Command-line overrides that shrink each architecture to a CPU-sized model
+#: (the demo, the benchmarks and the test suite): pass them after the hparams
+#: file, e.g. ``python train.py hparams/sepformer.yaml *TINY_OVERRIDES["sepformer"]``.
+#: Without them the YAML files keep SpeechBrain's published sizes. SpeechBrain
+#: rejects an option given twice, so to change one of these fields as well,
+#: change its value in the list.
+TINY_OVERRIDES = {
+    "sepformer": [
+        "--N_encoder_out", "64",
+        "--intra_layers", "1",
+        "--inter_layers", "1",
+        "--dual_layers", "2",
+        "--nhead", "4",
+        "--d_ffn", "256",
+        "--chunk_size", "100",
+    ],
+    "convtasnet": [
+        "--N_encoder_out", "64",
+        "--bottleneck_channels", "64",
+        "--conv_channels", "128",
+        "--blocks_per_repeat", "4",
+        "--repeats", "1",
+    ],
+}  # fmt: skip
 
 
 #: Safe YAML loader reading tagged hyperpyyaml nodes as ``None``
@@ -104,75 +95,6 @@ def read_plain_fields(hparams_file):
     dict
     """
     return read_fields(hparams_file, tags=False)
-
-
-def _parse_overrides(overrides):
-    if overrides is None or overrides == "":
-        return {}
-    if isinstance(overrides, str):
-        overrides = yaml.safe_load(overrides) or {}
-    if not isinstance(overrides, dict):
-        raise ConfigError("overrides", f"must be a mapping, got {overrides!r}")
-    return dict(overrides)
-
-
-def apply_model_size_from_fields(fields, overrides):
-    """Merge the preset chosen by ``model_size`` under the given overrides.
-
-    Arguments
-    ---------
-    fields : dict
-        Plain top-level fields of the YAML file (``architecture`` and the
-        default ``model_size`` are read from here).
-    overrides : dict or str
-        Command-line overrides; they win over the preset.
-
-    Returns
-    -------
-    dict
-        Overrides to pass to ``load_hyperpyyaml``.
-
-    Example
-    -------
-    >>> fields = {"architecture": "convtasnet", "model_size": "base"}
-    >>> apply_model_size_from_fields(fields, {})
-    {}
-    >>> out = apply_model_size_from_fields(fields, "model_size: tiny\\nrepeats: 2")
-    >>> out["repeats"], out["conv_channels"]
-    (2, 128)
-    """
-    overrides = _parse_overrides(overrides)
-    size = overrides.get("model_size", fields.get("model_size", "base"))
-    check_choice("model_size", size, MODEL_SIZES)
-    architecture = check_choice(
-        "architecture", fields.get("architecture"), tuple(MODEL_PRESETS)
-    )
-    merged = dict(MODEL_PRESETS[architecture].get(size, {}))
-    merged.update(overrides)
-    return merged
-
-
-def apply_model_size(hparams_file, overrides):
-    """Return ``overrides`` with the preset for ``model_size`` filled in.
-
-    The preset is resolved before hyperpyyaml loads the file, so every model
-    field stays an ordinary top-level field: ``--model_size tiny --d_ffn 512``
-    takes the tiny preset but keeps the explicitly given ``d_ffn``.  The
-    merged overrides are what ``create_experiment_directory`` should save, so
-    ``hyperparams.yaml`` shows the sizes that were really used.
-
-    Arguments
-    ---------
-    hparams_file : str
-        The recipe's YAML file.
-    overrides : dict or str
-        Command-line overrides as returned by ``speechbrain.parse_arguments``.
-
-    Returns
-    -------
-    dict
-    """
-    return apply_model_size_from_fields(read_plain_fields(hparams_file), overrides)
 
 
 def check_hparams(hparams):
@@ -591,7 +513,6 @@ def run_recipe(argv, prepare, prep_fields=(), embedded_default=True):
         Whether ``data_folder: null`` selects the embedded default set.
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    overrides = apply_model_size(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)

@@ -1,8 +1,9 @@
 """Baseline against ISBL on the embedded default set (``make demo``).
 
 Runs the WSJ0Mix separation recipe twice with the CPU-sized SepFormer
-(``--model_size tiny``): once with ``hparams/sepformer.yaml`` (SpeechBrain's
-own threshold and loss-limit policies) and once with
+(the overrides ``hardmine.tasks.separation.TINY_OVERRIDES["sepformer"]``):
+once with ``hparams/sepformer.yaml`` (SpeechBrain's own threshold and
+loss-limit policies) and once with
 ``hparams/sepformer_isbl.yaml`` (the same plus the ISBL loss-driven sampler).
 Both runs share the seed, the batch size, the number of epochs and hence the
 number of optimizer steps. Their test results are then printed side by side:
@@ -121,12 +122,13 @@ def comparison_table(summaries):
 
 
 def _run_variant(name, hparams_file, out, args):
+    from hardmine.tasks.separation import TINY_OVERRIDES
+
     cmd = [
         sys.executable,
         "train.py",
         f"hparams/{hparams_file}",
-        "--model_size",
-        "tiny",
+        *TINY_OVERRIDES["sepformer"],
         "--output_folder",
         str(out),
         "--seed",

@@ -5,7 +5,8 @@ Usage::
     python -m hardmine.tools.variants recipes/WSJ0Mix/separation/train.py \\
         hparams/sepformer.yaml hparams/sepformer_isbl.yaml \\
         --seeds 1 2 3 --step-budget 2000 --out results/isbl_vs_baseline \\
-        -- --model_size tiny --data_folder /data/wsj0-mix/2speakers
+        -- --N_encoder_out 64 --intra_layers 1 --inter_layers 1 --dual_layers 2 \\
+        --nhead 4 --d_ffn 256 --chunk_size 100 --data_folder /data/wsj0-mix/2speakers
 
 Every variant YAML is trained once per seed, one run after the other, each in
 ``<out>/<variant>/<seed>/`` (``<variant>`` is the YAML file name without

@@ -38,6 +38,7 @@ from hardmine.cli import (
 from hardmine.synthetic.gsc import generate_gsc
 from hardmine.synthetic.layouts import make_wsj0mix
 from hardmine.tasks.manifest import LayoutError
+from hardmine.tasks.separation import TINY_OVERRIDES
 from hardmine.validation import ConfigError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -48,8 +49,7 @@ RECIPES = {
 KWS_CLASSES = 5  # yes, no, up, _unknown_ (cat), _silence_
 KWS_ARGS = ["--number_of_epochs", "1", "--n_classes", str(KWS_CLASSES), *KWS_TINY_MODEL]
 WSJ_ARGS = [
-    "--model_size",
-    "tiny",
+    *TINY_OVERRIDES["sepformer"],
     "--N_epochs",
     "1",
     "--batch_size",

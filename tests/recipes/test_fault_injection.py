@@ -21,6 +21,7 @@ import torch
 from conftest import KWS_TINY_MODEL
 
 from hardmine.synthetic.gsc import generate_gsc
+from hardmine.tasks.separation import TINY_OVERRIDES
 
 RECIPE = (
     pathlib.Path(__file__).resolve().parents[2] / "recipes/GoogleSpeechCommands/kws"
@@ -276,7 +277,8 @@ def test_silent_and_broken_separation_targets_never_make_a_nan_weight(
     spec.loader.exec_module(train)
     out = tmp_path / "robust"
     common = [
-        "--data_folder", root, "--output_folder", str(out), "--model_size", "tiny",
+        "--data_folder", root, "--output_folder", str(out),
+        *TINY_OVERRIDES["sepformer"],
         "--num_workers", "0", "--noprogressbar", "--batch_size", "4", "--N_epochs", "1",
     ]  # fmt: skip
     # Prepare first, then corrupt: as if the files broke after preparation.

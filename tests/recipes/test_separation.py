@@ -1,5 +1,5 @@
-"""The separation recipes (WSJ0Mix, LibriMix): YAML files, presets, data
-pipeline, SeparationBrain, and end-to-end runs of train.py on generated data
+"""The separation recipes (WSJ0Mix, LibriMix): YAML files, tiny-model
+overrides, data pipeline, SeparationBrain, and end-to-end runs of train.py on generated data
 in each real layout (including a SIGKILL in the middle of an epoch)."""
 
 import csv
@@ -53,12 +53,21 @@ def split_sections(text):
     return sections
 
 
+def arch_of(name):
+    return "convtasnet" if name.startswith("convtasnet") else "sepformer"
+
+
+def tiny(arch):
+    """TINY_OVERRIDES[arch] as SpeechBrain's command line turns them into overrides."""
+    _, _, text = sb.parse_arguments(["x.yaml", *separation.TINY_OVERRIDES[arch]])
+    return yaml.safe_load(text)
+
+
 def load(recipe, name, overrides=None):
     path = yaml_path(recipe, name)
     overrides = dict(overrides or {})
     if recipe == "LibriMix":
         overrides.setdefault("data_folder", "/nowhere")
-    overrides = separation.apply_model_size(str(path), overrides)
     with open(path) as fin:
         return load_hyperpyyaml(fin, overrides)
 
@@ -106,7 +115,7 @@ def test_convtasnet_shares_all_but_the_model(recipe):
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 @pytest.mark.parametrize("name", ("sepformer", "convtasnet") + VARIANTS)
 def test_yaml_loads_with_baseline_semantics(recipe, name):
-    h = load(recipe, name, {"model_size": "tiny"})
+    h = load(recipe, name, tiny(arch_of(name)))
     separation.check_hparams(h)
     assert h["threshold_filter"].threshold == -30
     assert h["loss_limit"].loss_upper_lim == 999999
@@ -138,49 +147,61 @@ def test_data_folder_defaults():
     path = yaml_path("LibriMix", "sepformer")
     with pytest.raises(ValueError, match="data_folder"):
         with open(path) as fin:
-            load_hyperpyyaml(fin, separation.apply_model_size(str(path), {}))
+            load_hyperpyyaml(fin, {})
 
 
 # ------------------------------------------------------------- model sizes
-def test_model_size_tiny_base_and_overrides():
+def test_tiny_overrides_shrink_the_model():
+    # Today's CPU-sized values, as plain command-line overrides.
+    assert tiny("sepformer") == {
+        "N_encoder_out": 64,
+        "intra_layers": 1,
+        "inter_layers": 1,
+        "dual_layers": 2,
+        "nhead": 4,
+        "d_ffn": 256,
+        "chunk_size": 100,
+    }
+    assert tiny("convtasnet") == {
+        "N_encoder_out": 64,
+        "bottleneck_channels": 64,
+        "conv_channels": 128,
+        "blocks_per_repeat": 4,
+        "repeats": 1,
+    }
     for recipe in RECIPES:
-        for arch in ("sepformer", "convtasnet"):
-            path = str(yaml_path(recipe, arch))
-            fields = yaml.load(Path(path).read_text(), Loader=separation._PlainLoader)
-            assert fields["architecture"] == arch and fields["model_size"] == "base"
-            preset = separation.MODEL_PRESETS[arch]["tiny"]
-            assert set(preset) <= set(fields)  # every preset key is a YAML field
-            assert separation.apply_model_size(path, {}) == {}
-            assert separation.apply_model_size(path, "model_size: tiny") == {
-                **preset,
-                "model_size": "tiny",
-            }
-    # The presets reach the modules: tiny is far smaller than base, which is
+        for name in ("sepformer", "convtasnet") + VARIANTS:
+            fields = yaml.load(
+                yaml_path(recipe, name).read_text(), Loader=separation._PlainLoader
+            )
+            # Every override is a YAML field; the files keep the base sizes.
+            assert set(tiny(arch_of(name))) <= set(fields), name
+            assert "model_size" not in fields and fields["N_encoder_out"] == 256
+    # The overrides reach the modules: tiny is far smaller than base, which is
     # SpeechBrain's SepFormer size (about 26 M parameters).
     base = n_params(load("WSJ0Mix", "sepformer"))
-    tiny = n_params(load("WSJ0Mix", "sepformer", {"model_size": "tiny"}))
-    assert 25e6 < base < 27e6 and tiny * 50 < base
-    ctn = load("LibriMix", "convtasnet", {"model_size": "tiny"})
+    small = n_params(load("WSJ0Mix", "sepformer", tiny("sepformer")))
+    assert 25e6 < base < 27e6 and small * 50 < base
+    ctn = load("LibriMix", "convtasnet", tiny("convtasnet"))
     assert ctn["MaskNet"].mask_conv1x1.conv.out_channels == 2 * 64
-    # A field given explicitly wins over the preset.
-    h = load("WSJ0Mix", "sepformer", {"model_size": "tiny", "d_ffn": 96})
+    # A field given explicitly with them takes its own value.
+    h = load("WSJ0Mix", "sepformer", {**tiny("sepformer"), "d_ffn": 96})
     assert (h["d_ffn"], h["N_encoder_out"]) == (96, 64)
     assert h["SBtfintra"].mdl.layers[0].pos_ffn.ffn[0].out_features == 96
     assert len(h["SBtfinter"].mdl.layers) == 1 and h["MaskNet"].K == 100
 
 
-def test_model_size_errors_name_the_field(tmp_path):
-    path = str(yaml_path("WSJ0Mix", "sepformer"))
-    with pytest.raises(ConfigError, match="^model_size: .*'huge'"):
-        separation.apply_model_size(path, "model_size: huge")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("architecture: dprnn\nmodel_size: tiny\n")
-    with pytest.raises(ConfigError, match="^architecture"):
-        separation.apply_model_size(str(bad), {})
+def test_unknown_model_fields_are_rejected():
+    # The other architecture's overrides, or the former --model_size, name
+    # fields the file does not have.
+    with pytest.raises(KeyError, match="bottleneck_channels"):
+        load("WSJ0Mix", "sepformer", tiny("convtasnet"))
+    with pytest.raises(KeyError, match="model_size"):
+        load("WSJ0Mix", "sepformer", {"model_size": "tiny"})
 
 
 def test_check_hparams_names_the_field():
-    good = load("WSJ0Mix", "sepformer", {"model_size": "tiny"})
+    good = load("WSJ0Mix", "sepformer", tiny("sepformer"))
     separation.check_hparams(good)
     for field, value in [
         ("num_spks", 1),
@@ -334,7 +355,7 @@ def _test_hparams(tmp_path, num_spks):
 
 
 def test_separation_brain_forward_loss_and_test_metrics(wsj3, tmp_path):
-    h = load("WSJ0Mix", "convtasnet", {"model_size": "tiny", "num_spks": 3})
+    h = load("WSJ0Mix", "convtasnet", {**tiny("convtasnet"), "num_spks": 3})
     hp = _test_hparams(tmp_path, 3)
     brain = separation.SeparationBrain(
         h["modules"], hparams=hp, run_opts={"device": "cpu"}
@@ -372,7 +393,7 @@ def test_separation_brain_forward_loss_and_test_metrics(wsj3, tmp_path):
 @pytest.mark.parametrize("arch", ["sepformer", "convtasnet"])
 @pytest.mark.parametrize("batch_size, length", [(1, 803), (2, 1600)])
 def test_separate_keeps_the_input_length(arch, batch_size, length):
-    h = load("WSJ0Mix", arch, {"model_size": "tiny"})
+    h = load("WSJ0Mix", arch, tiny(arch))
     brain = separation.SeparationBrain(
         h["modules"], hparams={"num_spks": 2}, run_opts={"device": "cpu"}
     )
@@ -386,8 +407,7 @@ def run_recipe(recipe, hparams, out, *args, timeout=240):
         sys.executable,
         "train.py",
         f"hparams/{hparams}.yaml",
-        "--model_size",
-        "tiny",
+        *separation.TINY_OVERRIDES[arch_of(hparams)],
         "--output_folder",
         str(out),
         "--num_workers",
@@ -447,7 +467,7 @@ def test_wsj0_2mix_isbl_one_epoch_with_overrides(tmp_path):
         (out / "hyperparams.yaml").read_text(), Loader=separation._PlainLoader
     )
     assert saved["isbl_alpha"] == 0.5 and saved["threshold"] == -20
-    assert saved["model_size"] == "tiny" and saved["N_encoder_out"] == 64
+    assert {k: saved[k] for k in tiny("sepformer")} == tiny("sepformer")
     text = (out / "hyperparams.yaml").read_text()
     assert re.search(r"^mining_sampler: !name:hardmine.isbl.ISBLSampler$", text, re.M)
     assert re.search(r"^  alpha: 0.5$", text, re.M)
@@ -547,8 +567,7 @@ def test_sigkill_mid_epoch_resumes_from_checkpoint(tmp_path):
         sys.executable,
         "train.py",
         "hparams/sepformer_isbl.yaml",
-        "--model_size",
-        "tiny",
+        *separation.TINY_OVERRIDES["sepformer"],
         "--output_folder",
         str(out),
         "--num_workers",
@@ -654,7 +673,8 @@ def test_demo_runs_both_variants_with_the_same_budget(tmp_path, capsys):
         hp = yaml.load(
             (out / run / "hyperparams.yaml").read_text(), Loader=separation._PlainLoader
         )
-        assert hp["mining_variant"] == name and hp["model_size"] == "tiny"
+        assert hp["mining_variant"] == name
+        assert {k: hp[k] for k in tiny("sepformer")} == tiny("sepformer")
         assert (hp["seed"], hp["batch_size"], hp["training_signal_len"]) == (
             1234,
             2,

@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from hardmine.synthetic.layouts import make_wsj0mix
+from hardmine.tasks.separation import TINY_OVERRIDES
 
 RECIPE = pathlib.Path(__file__).resolve().parents[2] / "recipes/WSJ0Mix/separation"
 N_TRAIN, N_VALID, N_TEST = 8, 2, 3
@@ -59,8 +60,7 @@ def _torchrun(hparams, out, data, *extra, timeout=300):
         "cpu",
         "--distributed_backend",
         "gloo",
-        "--model_size",
-        "tiny",
+        *TINY_OVERRIDES["sepformer"],
         "--data_folder",
         data,
         "--output_folder",

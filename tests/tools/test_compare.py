@@ -735,6 +735,7 @@ def test_real_recipe_bothcompare_and_hardest(tmp_path):
     """Two variants of the WSJ0Mix recipe on generated data, compared end to end."""
     from hardmine import hardest
     from hardmine.synthetic.layouts import make_wsj0mix
+    from hardmine.tasks.separation import TINY_OVERRIDES
 
     data = make_wsj0mix(
         str(tmp_path / "data"), sizes={"tr": 6, "cv": 2, "tt": 3}, seconds=0.5
@@ -743,7 +744,7 @@ def test_real_recipe_bothcompare_and_hardest(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "hardmine.tools.variants", str(recipe / "train.py")]
     cmd += ["hparams/sepformer.yaml", "hparams/sepformer_isbl.yaml", "--seeds", "3"]
-    cmd += ["--epochs", "1", "--out", str(out), "--", "--model_size", "tiny"]
+    cmd += ["--epochs", "1", "--out", str(out), "--", *TINY_OVERRIDES["sepformer"]]
     cmd += ["--data_folder", data, "--num_workers", "0", "--noprogressbar"]
     proc = subprocess.run(
         cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=400

@@ -8,8 +8,10 @@ Usage
 -----
     python train.py hparams/sepformer.yaml --data_folder /data/wsj0-mix/2speakers
     python train.py hparams/sepformer_isbl.yaml --isbl_alpha 0.5
-    python train.py hparams/convtasnet.yaml --model_size tiny --num_spks 3 \\
+    python train.py hparams/convtasnet.yaml --num_spks 3 \\
         --data_folder /data/wsj0-mix/3speakers
+    python train.py hparams/sepformer.yaml --N_encoder_out 64 --intra_layers 1 \\
+        --inter_layers 1 --dual_layers 2 --nhead 4 --d_ffn 256 --chunk_size 100
     torchrun --nproc_per_node 2 train.py hparams/sepformer.yaml \\
         --device cpu --distributed_backend gloo
 
