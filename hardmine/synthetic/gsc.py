@@ -29,16 +29,14 @@ Example
 ['_background_noise_', 'no', 'testing_list.txt', 'validation_list.txt', 'yes']
 """
 
-import json
 import os
-import shutil
-import tempfile
 import zlib
 
 import numpy as np
 import soundfile as sf
 from scipy import signal
 
+from hardmine.synthetic.cache import cached_dataset
 from hardmine.validation import ConfigError, check_int, check_number
 
 __all__ = [
@@ -489,9 +487,11 @@ def default_gsc(cache_dir=None, **generate_kwargs):
     """Return the folder of the embedded default corpus, generating it once.
 
     The corpus goes to ``<cache_dir>/gsc-default``; ``cache_dir`` defaults to
-    ``$HARDMINE_CACHE`` or ``~/.cache/hardmine``. It is written to a temporary
-    sibling folder and renamed into place, so an interrupted or concurrent
-    generation never leaves a half-written corpus behind.
+    ``$HARDMINE_CACHE`` or ``~/.cache/hardmine``. It is generated once by
+    :func:`hardmine.synthetic.cache.cached_dataset`: written to a temporary
+    sibling folder and renamed into place, under a file lock, so an
+    interrupted generation never leaves a half-written corpus behind and
+    concurrent callers (e.g. DDP ranks) wait for one generation.
 
     Arguments
     ---------
@@ -499,7 +499,8 @@ def default_gsc(cache_dir=None, **generate_kwargs):
         Parent folder of the cached corpus.
     **generate_kwargs
         Passed to :func:`generate_gsc`; they are recorded in the folder and
-        a cached corpus made with different arguments raises an error.
+        a cached corpus made with different arguments raises an error (a
+        ConfigError naming ``data_folder``).
 
     Returns
     -------
@@ -518,36 +519,13 @@ def default_gsc(cache_dir=None, **generate_kwargs):
     ...     first == again, mtime == os.path.getmtime(os.path.join(again, "yes"))
     (True, True)
     """
-    if cache_dir is None:
-        cache_dir = os.environ.get("HARDMINE_CACHE") or os.path.join(
-            os.path.expanduser("~"), ".cache", "hardmine"
-        )
-    final = os.path.join(cache_dir, "gsc-default")
-    marker = os.path.join(final, "corpus.json")
-    recipe = {"format": _FORMAT_VERSION, **generate_kwargs}
-    recipe = json.loads(json.dumps(recipe, sort_keys=True))
-    if os.path.exists(marker):
-        with open(marker) as f:
-            found = json.load(f)
-        if found != recipe:
-            raise ConfigError(
-                "data_folder",
-                f"the cached corpus {final} was made with {found}, not {recipe}; "
-                "delete it or set HARDMINE_CACHE to another folder",
-            )
-        return final
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".gsc-default-", dir=cache_dir)
-    try:
-        generate_gsc(tmp, **generate_kwargs)
-        with open(os.path.join(tmp, "corpus.json"), "w") as f:
-            json.dump(recipe, f, sort_keys=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not os.path.exists(marker):  # not a concurrent winner: real failure
-                raise
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
-    return final
+    spec = {"format": _FORMAT_VERSION, **generate_kwargs}
+    return cached_dataset(
+        "gsc-default",
+        lambda folder: generate_gsc(folder, **generate_kwargs),
+        spec,
+        cache_dir=cache_dir,
+        marker="corpus.json",
+        on_mismatch="error",
+        description="default synthetic Speech Commands corpus",
+    )

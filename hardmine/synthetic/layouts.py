@@ -22,17 +22,13 @@ Example
 """
 
 import csv
-import fcntl
-import json
 import logging
 import os
-import shutil
-import tempfile
-import time
 
 import numpy as np
 import soundfile as sf
 
+from hardmine.synthetic.cache import cached_dataset
 from hardmine.synthetic.mixtures import (
     draw_mixture_spec,
     make_mixture,
@@ -327,23 +323,6 @@ def make_librimix(
     return root
 
 
-def _default_cache_base(cache_dir):
-    if cache_dir is not None:
-        return cache_dir
-    env = os.environ.get("HARDMINE_CACHE")
-    if env:
-        return env
-    return os.path.join(os.path.expanduser("~"), ".cache", "hardmine")
-
-
-def _marker_ok(root, expected):
-    try:
-        with open(os.path.join(root, _MARKER)) as handle:
-            return json.load(handle) == expected
-    except (OSError, ValueError):
-        return False
-
-
 def default_wsj0mix(cache_dir=None):
     """The recipes' embedded default data set, generated once and cached.
 
@@ -364,10 +343,11 @@ def default_wsj0mix(cache_dir=None):
 
     The set lives in ``<cache>/wsj0mix-default`` where ``<cache>`` is
     ``cache_dir``, else ``$HARDMINE_CACHE``, else ``~/.cache/hardmine``. It is
-    generated in a temporary sibling folder and renamed into place, with a
-    marker file recording the generator version, so an interrupted run never
-    leaves a half set that looks complete; a file lock makes concurrent
-    callers (e.g. several DDP ranks) wait for one generation.
+    generated once by :func:`hardmine.synthetic.cache.cached_dataset`: in a
+    temporary sibling folder renamed into place, with a marker file recording
+    the generator version (a set from another version is rebuilt), so an
+    interrupted run never leaves a half set that looks complete; a file lock
+    makes concurrent callers (e.g. several DDP ranks) wait for one generation.
 
     Arguments
     ---------
@@ -379,9 +359,7 @@ def default_wsj0mix(cache_dir=None):
     str
         The dataset root, to pass as ``data_folder``.
     """
-    base = _default_cache_base(cache_dir)
-    root = os.path.join(base, "wsj0mix-default")
-    expected = {
+    spec = {
         "generator_version": GENERATOR_VERSION,
         "layout": "wsj0-2mix",
         "fs": 8000,
@@ -390,44 +368,24 @@ def default_wsj0mix(cache_dir=None):
         "seconds": 2.0,
         "seed": 1234,
     }
-    if _marker_ok(root, expected):
-        logger.info("Using cached default WSJ0-2mix-style set at %s", root)
-        return root
-    os.makedirs(base, exist_ok=True)
-    with open(os.path.join(base, "wsj0mix-default.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if _marker_ok(root, expected):  # another process just built it
-                return root
-            logger.info(
-                "Generating the default synthetic WSJ0-2mix-style set (%s) in %s",
-                ", ".join(f"{k}: {v}" for k, v in DEFAULT_SIZES.items()),
-                root,
-            )
-            start = time.perf_counter()
-            tmp = tempfile.mkdtemp(prefix=".wsj0mix-default-", dir=base)
-            try:
-                make_wsj0mix(
-                    tmp,
-                    n_spks=2,
-                    fs=8000,
-                    version="min",
-                    sizes=DEFAULT_SIZES,
-                    seconds=2.0,
-                    seed=expected["seed"],
-                )
-                with open(os.path.join(tmp, _MARKER), "w") as handle:
-                    json.dump(expected, handle, indent=1)
-                if os.path.lexists(root):
-                    logger.info("Removing stale or incomplete set at %s", root)
-                    shutil.rmtree(root)
-                os.rename(tmp, root)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            logger.info(
-                "Default set ready in %.1f s: %s", time.perf_counter() - start, root
-            )
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return root
+
+    def generate(folder):
+        make_wsj0mix(
+            folder,
+            n_spks=2,
+            fs=8000,
+            version="min",
+            sizes=DEFAULT_SIZES,
+            seconds=2.0,
+            seed=spec["seed"],
+        )
+
+    sizes = ", ".join(f"{k}: {v}" for k, v in DEFAULT_SIZES.items())
+    return cached_dataset(
+        "wsj0mix-default",
+        generate,
+        spec,
+        cache_dir=cache_dir,
+        marker=_MARKER,
+        description=f"default synthetic WSJ0-2mix-style set ({sizes})",
+    )
