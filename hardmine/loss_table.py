@@ -41,10 +41,10 @@ import math
 
 import numpy as np
 
-from hardmine.sumtree import SumTree
+from hardmine.sumtree import SumTree, read_only
 from hardmine.validation import ConfigError, check_choice, check_number
 
-__all__ = ["LossPowerTable", "TRANSFORMS", "MAX_WEIGHT"]
+__all__ = ["LossPowerTable", "TRANSFORMS", "MAX_WEIGHT", "check_options"]
 
 #: Hardness transforms applied to a raw loss before it becomes a score.
 TRANSFORMS = ("identity", "db_to_power", "exp")
@@ -57,6 +57,38 @@ _MAX_SCORE = np.finfo(np.float64).max
 
 def _pool_checksum(pool_of):
     return hashlib.sha1(np.ascontiguousarray(pool_of, dtype=np.int64)).hexdigest()
+
+
+def check_options(alpha, eps, transform, momentum):
+    """Check the options of a :class:`LossPowerTable` (see there).
+
+    Returns
+    -------
+    dict
+        ``alpha``, ``eps``, ``transform`` and ``momentum``, checked.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first field with a bad value.
+
+    Example
+    -------
+    >>> check_options(1, 1e-6, "exp", None)
+    {'alpha': 1.0, 'eps': 1e-06, 'transform': 'exp', 'momentum': None}
+    """
+    alpha = check_number("alpha", alpha, minimum=0.0)
+    eps = check_number("eps", eps, minimum=0.0, strict=True)
+    if not math.isfinite(alpha):
+        raise ConfigError("alpha", f"must be finite, got {alpha}")
+    if not math.isfinite(eps):
+        raise ConfigError("eps", f"must be finite, got {eps}")
+    transform = check_choice("transform", transform, TRANSFORMS)
+    if momentum is not None:
+        momentum = check_number("momentum", momentum, minimum=0.0, maximum=1.0)
+        if momentum >= 1.0:
+            raise ConfigError("momentum", "must be < 1 (1 would never update)")
+    return {"alpha": alpha, "eps": eps, "transform": transform, "momentum": momentum}
 
 
 class LossPowerTable:
@@ -106,18 +138,9 @@ class LossPowerTable:
         momentum=None,
         ids=None,
     ):
-        self.alpha = check_number("alpha", alpha, minimum=0.0)
-        self.eps = check_number("eps", eps, minimum=0.0, strict=True)
-        if not math.isfinite(self.alpha):
-            raise ConfigError("alpha", f"must be finite, got {alpha}")
-        if not math.isfinite(self.eps):
-            raise ConfigError("eps", f"must be finite, got {eps}")
-        self.transform = check_choice("transform", transform, TRANSFORMS)
-        if momentum is not None:
-            momentum = check_number("momentum", momentum, minimum=0.0, maximum=1.0)
-            if momentum >= 1.0:
-                raise ConfigError("momentum", "must be < 1 (1 would never update)")
-        self.momentum = momentum
+        options = check_options(alpha, eps, transform, momentum)
+        self.alpha, self.eps = options["alpha"], options["eps"]
+        self.transform, self.momentum = options["transform"], options["momentum"]
 
         pool_of = np.asarray(pool_of)
         if pool_of.ndim != 1 or pool_of.shape[0] == 0:
@@ -158,9 +181,7 @@ class LossPowerTable:
     @property
     def scores(self):
         """Latest hardness score ``L`` of every example (read-only view)."""
-        view = self._scores.view()
-        view.flags.writeable = False
-        return view
+        return read_only(self._scores)
 
     def digest(self):
         """A short fingerprint of the scores and quarantine flags.
@@ -175,9 +196,7 @@ class LossPowerTable:
     @property
     def quarantined(self):
         """Boolean mask of the examples currently in quarantine (read-only)."""
-        view = self._quarantined.view()
-        view.flags.writeable = False
-        return view
+        return read_only(self._quarantined)
 
     @property
     def n_quarantined(self):

@@ -32,7 +32,22 @@ Example
 
 import numpy as np
 
-__all__ = ["SumTree"]
+__all__ = ["SumTree", "read_only"]
+
+
+def read_only(array):
+    """A view of ``array`` that cannot be written through.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> view = read_only(np.zeros(2))
+    >>> view.flags.writeable
+    False
+    """
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 class SumTree:
@@ -85,9 +100,7 @@ class SumTree:
     @property
     def values(self):
         """Leaf values as a read-only view (length ``size``)."""
-        view = self._levels[0][: self.size].view()
-        view.flags.writeable = False
-        return view
+        return read_only(self._levels[0][: self.size])
 
     @property
     def depth(self):
