@@ -27,45 +27,19 @@ Example
 0.419
 """
 
-import hashlib
-import json
 import math
 import numbers
 from collections.abc import Mapping
 
 import numpy as np
-import torch
-from speechbrain.utils.checkpoints import (
-    mark_as_loader,
-    mark_as_saver,
-    register_checkpoint_hooks,
-)
 
-from hardmine.distributed import all_gather_pairs, rank, world_size
-from hardmine.loss_table import LossPowerTable
+from hardmine.sampler_base import BatchSamplerBase
 from hardmine.validation import ConfigError, check_int, check_number
 
 __all__ = ["ISBLSampler"]
 
-_FORMAT = 1
 
-
-def _ids_checksum(ids):
-    digest = hashlib.sha1()
-    for name in ids:
-        digest.update(str(name).encode("utf-8"))
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def _to_numpy(losses):
-    if isinstance(losses, torch.Tensor):
-        return losses.detach().to("cpu", torch.float64).numpy().reshape(-1)
-    return np.asarray(losses, dtype=np.float64).reshape(-1)
-
-
-@register_checkpoint_hooks
-class ISBLSampler(torch.utils.data.Sampler):
+class ISBLSampler(BatchSamplerBase):
     """Batch sampler drawing examples by loss power within pools (ISBL).
 
     Give it to a DataLoader as ``batch_sampler``; it yields lists of dataset
@@ -116,6 +90,10 @@ class ISBLSampler(torch.utils.data.Sampler):
     number of :meth:`observe` calls in the epoch, i.e. batches trained on,
     or the number of batches handed out when :meth:`observe` is not used.
 
+    Feedback, sharding, resuming and checkpoints are those of
+    :class:`~hardmine.sampler_base.BatchSamplerBase`; the draws inside a pool
+    are its :class:`~hardmine.sampler_base.ISBLLeaf`'s.
+
     Arguments
     ---------
     dataset : speechbrain.dataio.dataset.DynamicItemDataset
@@ -129,19 +107,22 @@ class ISBLSampler(torch.utils.data.Sampler):
         Pool name -> list of column values.
     pool_mix : str, float or dict
         How often each pool is drawn (see above).
-    alpha : float
-        Loss power (>= 0).
-    eps : float
-        Weight floor (> 0).
-    transform : str
-        ``"identity"``, ``"db_to_power"`` or ``"exp"``: how a loss becomes a
-        score (see :class:`~hardmine.loss_table.LossPowerTable`).
-    momentum : float, optional
-        Moving-average factor for the scores; None keeps the latest loss.
     epoch_length : int, optional
         Draws per epoch over all ranks (default: dataset size).
     seed : int
         Seed of the random stream (>= 0).
+    **options
+        Keyword arguments of :class:`~hardmine.sampler_base.BatchSamplerBase`:
+
+        * ``alpha`` (float, default 0.75): loss power (>= 0);
+        * ``eps`` (float, default 1e-6): weight floor (> 0);
+        * ``transform`` (str, default ``"identity"``): ``"identity"``,
+          ``"db_to_power"`` or ``"exp"``, how a loss becomes a score (see
+          :class:`~hardmine.loss_table.LossPowerTable`);
+        * ``momentum`` (float, optional): moving-average factor for the
+          scores; None keeps the latest loss;
+        * ``rank``, ``world_size`` (int, optional): the distributed position,
+          torch.distributed's by default.
 
     Example
     -------
@@ -164,8 +145,6 @@ class ISBLSampler(torch.utils.data.Sampler):
     0
     """
 
-    handles_distributed = True
-
     def __init__(
         self,
         dataset,
@@ -173,51 +152,36 @@ class ISBLSampler(torch.utils.data.Sampler):
         pool_field=None,
         pools=None,
         pool_mix="natural",
-        alpha=0.75,
-        eps=1e-6,
-        transform="identity",
-        momentum=None,
+        *,
         epoch_length=None,
         seed=1234,
+        **options,
     ):
-        super().__init__()
         if not hasattr(dataset, "data_ids"):
             raise TypeError(
                 "ISBLSampler needs a SpeechBrain DynamicItemDataset "
                 f"(with data_ids), got {type(dataset).__name__}"
             )
-        self.ids = [str(name) for name in dataset.data_ids]
-        if not self.ids:
-            raise ConfigError("dataset", "the training set is empty")
-        self._index_of = {name: i for i, name in enumerate(self.ids)}
-        if len(self._index_of) != len(self.ids):
-            raise ConfigError("dataset", "example ids are not unique")
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        super().__init__(
+            dataset.data_ids,
+            placeholder_size=self.batch_size,
+            seed=seed,
+            leaf="isbl",
+            **options,
+        )
         if epoch_length is None:
             epoch_length = len(self.ids)
         self.epoch_length = check_int("epoch_length", epoch_length, minimum=1)
-        self.seed = check_int("seed", seed, minimum=0)
 
         pool_of, self.pool_names = self._resolve_pools(dataset, pool_field, pools)
         self.pool_field = pool_field
-        self.table = LossPowerTable(
-            pool_of,
-            alpha=alpha,
-            eps=eps,
-            transform=transform,
-            momentum=momentum,
-            ids=self.ids,
-        )
+        self._leaf = self._make_leaf(pool_of)
+        self.table = self._leaf.table
         self.pool_mix_probs = self._resolve_mix(pool_mix, self.table.pool_sizes)
         self._mix_cdf = np.cumsum(self.pool_mix_probs)
         last_used = int(np.flatnonzero(self.pool_mix_probs > 0)[-1])
         self._mix_cdf[last_used:] = 1.0
-
-        self._draw_counts = np.zeros(len(self.ids), dtype=np.int64)
-        self.epoch = 0
-        self._position = 0
-        self._consumed = 0
-        self._resume_skip = 0
 
     # ----------------------------------------------------------- config
     def _resolve_pools(self, dataset, pool_field, pools):
@@ -338,20 +302,10 @@ class ISBLSampler(torch.utils.data.Sampler):
     # ----------------------------------------------------------- epochs
     def __len__(self):
         """Batches per epoch on each rank."""
-        return math.ceil(self.epoch_length / (self.batch_size * world_size()))
+        return self._max_batches(self._rank_world()[1])
 
-    def set_epoch(self, epoch):
-        """Start epoch ``epoch``; the restored epoch keeps its resume point."""
-        epoch = check_int("epoch", epoch, minimum=0)
-        if epoch != self.epoch:
-            self.epoch = epoch
-            self._position = 0
-            self._consumed = 0
-            self._resume_skip = 0
-
-    def _generator(self, batch):
-        seq = np.random.SeedSequence([self.seed, self.epoch, batch])
-        return np.random.Generator(np.random.PCG64(seq))
+    def _max_batches(self, world):
+        return math.ceil(self.epoch_length / (self.batch_size * world))
 
     def draw_global_batch(self, batch, world=None):
         """Draw global batch number ``batch`` of the current epoch.
@@ -359,71 +313,20 @@ class ISBLSampler(torch.utils.data.Sampler):
         Pure function of the table, seed, epoch and ``batch``; it updates no
         counters. Returns ``batch_size * world`` example indices.
         """
-        world = world_size() if world is None else world
-        rng = self._generator(batch)
+        world = self._rank_world()[1] if world is None else world
+        rng = self._generator(self.epoch, batch)
         n = self.batch_size * world
         if len(self.pool_names) == 1:
             pool_ids = np.zeros(n, dtype=np.int64)
         else:
             pool_ids = np.searchsorted(self._mix_cdf, rng.random(n), side="right")
-        return self.table.draw(pool_ids, rng)
+        return self._leaf.draw(pool_ids, rng)
 
-    def __iter__(self):
-        world, me = world_size(), rank()
-        n_batches = len(self)
-        skip = min(self._resume_skip, n_batches)
-        self._resume_skip = 0
-        self._position = skip
-        self._consumed = skip
-        size = len(self.ids)
-        placeholder = [i % size for i in range(self.batch_size)]
-        for _ in range(skip):
-            yield list(placeholder)
-        for batch in range(skip, n_batches):
-            drawn = self.draw_global_batch(batch, world)
-            np.add.at(self._draw_counts, drawn, 1)
-            self._position = batch + 1
-            yield drawn[me::world].tolist()
-
-    # ---------------------------------------------------------- updates
-    def observe(self, ids, losses):
-        """Record the losses of a trained batch (collective under DDP).
-
-        Arguments
-        ---------
-        ids : list of str
-            Example ids of this rank's batch (``batch.id``).
-        losses : torch.Tensor or array_like
-            Per-example losses, NaN for broken examples.
-        """
-        losses = _to_numpy(losses)
-        ids = list(ids)
-        if len(ids) != losses.shape[0]:
-            raise ValueError(f"observe: {len(ids)} ids but {losses.shape[0]} losses")
-        try:
-            indices = np.fromiter(
-                (self._index_of[str(name)] for name in ids),
-                dtype=np.int64,
-                count=len(ids),
-            )
-        except KeyError as err:
-            raise ValueError(
-                f"observe: example id {err.args[0]!r} is not in the training set"
-            ) from None
-        parts = all_gather_pairs(indices, losses)
-        all_indices = np.concatenate([p[0] for p in parts])
-        all_losses = np.concatenate([p[1] for p in parts])
-        self.table.observe_indices(all_indices, all_losses)
-        self._consumed += 1
+    def _global_batches(self, batch, cursor, world):
+        for number in range(batch, self._max_batches(world)):
+            yield self.draw_global_batch(number, world)
 
     # -------------------------------------------------------- reporting
-    @property
-    def draw_counts(self):
-        """Times each example was drawn into a global batch (read-only)."""
-        view = self._draw_counts.view()
-        view.flags.writeable = False
-        return view
-
     def draw_probabilities(self):
         """Probability of each example for one draw, over the whole dataset."""
         probs = np.empty(len(self.ids), dtype=np.float64)
@@ -453,9 +356,7 @@ class ISBLSampler(torch.utils.data.Sampler):
             "draw_ess": ess,
             "draw_ess_frac": ess / size,
             "max_prob_ratio": float(probs.max() * size),
-            "coverage": float(np.count_nonzero(self._draw_counts) / size),
-            "mean_score": float(self.table.scores.mean()),
-            "n_quarantined": int(self.table.n_quarantined),
+            **super().stats(),
         }
 
     def hardest(self, k=10):
@@ -485,63 +386,3 @@ class ISBLSampler(torch.utils.data.Sampler):
             }
             for i in top
         ]
-
-    # ------------------------------------------------------ checkpoints
-    @mark_as_saver
-    def _save(self, path):
-        table = self.table.state_dict()
-        meta = {
-            "format": _FORMAT,
-            "seed": self.seed,
-            "epoch": self.epoch,
-            "position": self._consumed if self._consumed else self._position,
-            "n_observations": table["n_observations"],
-            "size": table["size"],
-            "pool_checksum": table["pool_checksum"],
-            "ids_checksum": _ids_checksum(self.ids),
-        }
-        with open(path, "wb") as handle:
-            np.savez(
-                handle,
-                meta=np.array(json.dumps(meta)),
-                scores=table["scores"],
-                quarantined=table["quarantined"],
-                seen=table["seen"],
-                draw_counts=self._draw_counts,
-            )
-
-    @mark_as_loader
-    def _load(self, path, end_of_epoch):
-        with np.load(path, allow_pickle=False) as saved:
-            meta = json.loads(str(saved["meta"]))
-            scores = saved["scores"]
-            quarantined = saved["quarantined"]
-            seen = saved["seen"] if "seen" in saved.files else None
-            draw_counts = saved["draw_counts"]
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{path}: unknown sampler checkpoint format")
-        if meta["ids_checksum"] != _ids_checksum(self.ids):
-            raise ValueError(
-                f"{path}: saved for a different training set "
-                f"({meta['size']} examples, this one has {len(self.ids)})"
-            )
-        try:
-            self.table.load_state_dict(
-                {
-                    "scores": scores,
-                    "quarantined": quarantined,
-                    "seen": seen,
-                    "n_observations": meta["n_observations"],
-                    "size": meta["size"],
-                    "pool_checksum": meta["pool_checksum"],
-                }
-            )
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
-        self._draw_counts[:] = draw_counts
-        self.seed = int(meta["seed"])
-        self.epoch = int(meta["epoch"])
-        position = 0 if end_of_epoch else int(meta["position"])
-        self._position = position
-        self._consumed = position
-        self._resume_skip = position

@@ -350,8 +350,8 @@ def test_global_batch_sharding_by_rank(monkeypatch):
     global_batches = [sampler.draw_global_batch(b, world=2) for b in range(4)]
     shards = {}
     for me in (0, 1):
-        monkeypatch.setattr("hardmine.isbl.world_size", lambda: 2)
-        monkeypatch.setattr("hardmine.isbl.rank", lambda me=me: me)
+        monkeypatch.setattr("hardmine.sampler_base.world_size", lambda: 2)
+        monkeypatch.setattr("hardmine.sampler_base.rank", lambda me=me: me)
         assert len(sampler) == 4  # ceil(30 / (4 * 2))
         shards[me] = list(sampler)
     for b, full in enumerate(global_batches):
