@@ -530,12 +530,8 @@ class HardMiningBrain(sb.Brain):
 
     def _sampler_ranks_agree(self):
         """Under DDP, whether every rank holds the same loss table (else None)."""
-        table = None
-        for name in ("table", "loss_table"):
-            candidate = getattr(self.live_sampler, name, None)
-            if isinstance(candidate, LossPowerTable):
-                table = candidate
-        if table is None or distributed.world_size() == 1:
+        table = getattr(self.live_sampler, "loss_table", None)
+        if not isinstance(table, LossPowerTable) or distributed.world_size() == 1:
             return None
         digests = distributed.gather_objects(table.digest())
         if len(set(digests)) > 1:
