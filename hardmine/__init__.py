@@ -25,7 +25,7 @@ are loaded on first use, so ``import hardmine`` and light modules such as
 SpeechBrain and torch until one of these names is asked for.
 
 Everything else (helpers, constants, the recipes' Brain subclasses) is
-imported from its module, e.g. ``from hardmine.tasks.separation import run_recipe``.
+imported from its module, e.g. ``from hardmine.tasks.separation import SeparationBrain``.
 YAML files keep naming the defining modules (``!new:hardmine.threshold.ThresholdFilter``).
 
 Example

@@ -1,7 +1,9 @@
 """Shared parts of the speech-separation recipes (WSJ0Mix and LibriMix).
 
-Each recipe's ``train.py`` only parses its arguments, prepares its CSV files
-and calls the helpers below, so both recipes train the same model code:
+Each recipe's ``train.py`` shows SpeechBrain's flow (parse the arguments, load
+the hparams, initialise DDP, create the experiment folder, prepare the data on
+the main process, build the datasets, fit, evaluate) and takes the pieces both
+recipes share from here, so they train the same model code:
 
 * :data:`TINY_OVERRIDES` holds the command-line overrides of a CPU-sized
   model, per architecture;
@@ -27,7 +29,6 @@ import os
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
 
 from hardmine.brain import HardMiningBrain
@@ -44,7 +45,6 @@ __all__ = [
     "load_example",
     "build_datasets",
     "SeparationBrain",
-    "run_recipe",
 ]
 
 #: Command-line overrides that shrink each architecture to a CPU-sized model
@@ -494,65 +494,3 @@ class SeparationBrain(HardMiningBrain):
                     "Per-utterance test metrics written to %s",
                     self.hparams.test_results,
                 )
-
-
-def run_recipe(argv, prepare, prep_fields=(), embedded_default=True):
-    """The whole of a separation recipe's ``train.py``.
-
-    Arguments
-    ---------
-    argv : list of str
-        Command line: the hparams file, then SpeechBrain's options and overrides.
-    prepare : callable
-        The corpus' preparation function, called with ``datapath``, ``savepath``,
-        ``n_spks``, ``fs``, ``version``, the ``prep_fields`` and ``skip_prep``;
-        returns ``{"train", "valid", "test": csv path}``.
-    prep_fields : tuple of str
-        hparams fields passed on to ``prepare`` under the same names.
-    embedded_default : bool
-        Whether ``data_folder: null`` selects the embedded default set.
-    """
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    check_hparams(hparams)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
-
-    prep_kwargs = {
-        "datapath": resolve_data_folder(hparams, embedded_default=embedded_default),
-        "savepath": hparams["save_folder"],
-        "n_spks": hparams["num_spks"],
-        "fs": hparams["sample_rate"],
-        "version": hparams["version"],
-        **{field: hparams[field] for field in prep_fields},
-    }
-    sb.utils.distributed.run_on_main(
-        prepare, kwargs={**prep_kwargs, "skip_prep": hparams["skip_prep"]}
-    )
-    # Every rank reads the lists the main process wrote.
-    datasets = build_datasets(hparams, prepare(**prep_kwargs, skip_prep=True))
-
-    brain = SeparationBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["optimizer"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    brain.fit(
-        brain.hparams.epoch_counter,
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=hparams["dataloader_opts"],
-        valid_loader_kwargs=dict(hparams["eval_dataloader_opts"]),
-    )
-    brain.evaluate(
-        datasets["test"],
-        min_key="si-snr",
-        test_loader_kwargs=dict(hparams["eval_dataloader_opts"]),
-    )

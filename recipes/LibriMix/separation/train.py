@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Train a separation model on Libri2Mix / Libri3Mix with hard-example mining.
 
-The model, data pipeline and mining hooks live in :mod:`hardmine.tasks.separation`;
-this script only wires them to the LibriMix preparation.
+SpeechBrain's recipe flow; the model code (SeparationBrain), the data
+pipeline and the checks are shared with the WSJ0Mix recipe in
+:mod:`hardmine.tasks.separation`, the mining policies come from the YAML file.
 
 Usage
 -----
@@ -20,18 +21,67 @@ import sys
 from hardmine.cli import exit_on_config_error
 
 # isort: split
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
 from prepare_librimix import prepare_librimix
 
-from hardmine.tasks import separation
+from hardmine.tasks.separation import (
+    SeparationBrain,
+    build_datasets,
+    check_hparams,
+    resolve_data_folder,
+)
 
 
 def main(argv):
-    """Prepare the data, train, then test (see hardmine.tasks.separation.run_recipe)."""
-    separation.run_recipe(
-        argv,
-        prepare_librimix,
-        prep_fields=("mixture", "train_set"),
-        embedded_default=False,
+    # Arguments, hyperparameters, distributed set-up, experiment folder.
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    check_hparams(hparams)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+
+    # Data preparation on the main process; every rank then reads its lists.
+    # LibriMix has no embedded default: data_folder must be given.
+    prep_kwargs = {
+        "datapath": resolve_data_folder(hparams, embedded_default=False),
+        "savepath": hparams["save_folder"],
+        "n_spks": hparams["num_spks"],
+        "fs": hparams["sample_rate"],
+        "version": hparams["version"],
+        "mixture": hparams["mixture"],
+        "train_set": hparams["train_set"],
+    }
+    sb.utils.distributed.run_on_main(
+        prepare_librimix, kwargs={**prep_kwargs, "skip_prep": hparams["skip_prep"]}
+    )
+    csv_files = prepare_librimix(**prep_kwargs, skip_prep=True)
+    datasets = build_datasets(hparams, csv_files)
+
+    # Training and test; the mining policies are hparams read by the Brain.
+    separator = SeparationBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["optimizer"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    separator.fit(
+        separator.hparams.epoch_counter,
+        datasets["train"],
+        datasets["valid"],
+        train_loader_kwargs=hparams["dataloader_opts"],
+        valid_loader_kwargs=dict(hparams["eval_dataloader_opts"]),
+    )
+    separator.evaluate(
+        datasets["test"],
+        min_key="si-snr",
+        test_loader_kwargs=dict(hparams["eval_dataloader_opts"]),
     )
 
 
