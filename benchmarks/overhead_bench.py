@@ -163,7 +163,7 @@ def make_brains(hparams, mining, seed):
     mined = separation.SeparationBrain(
         modules=modules,
         opt_class=hparams["optimizer"],
-        hparams={"num_spks": 2, **mining},
+        hparams={"num_spks": 2, "loss": hparams["loss"], **mining},
         run_opts=run_opts,
     )
     plain = PlainSeparationBrain(

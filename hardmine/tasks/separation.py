@@ -29,7 +29,6 @@ import os
 
 import speechbrain as sb
 import torch
-from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
 
 from hardmine.brain import HardMiningBrain
 from hardmine.plainyaml import PlainLoader, read_fields
@@ -322,8 +321,10 @@ class SeparationBrain(HardMiningBrain):
     """Mask-based separation (SepFormer, Conv-TasNet) with hard-example mining.
 
     Expects the modules ``encoder``, ``masknet`` and ``decoder`` and the
-    hparams ``num_spks``, ``lr_scheduler``, ``train_logger``,
-    ``epoch_counter``, ``test_results`` and ``test_summary``.
+    hparams ``num_spks``, ``loss`` (called as ``loss(targets, estimates)``,
+    one value per example: SpeechBrain's ``get_si_snr_with_pitwrapper`` in
+    the recipes), ``lr_scheduler``, ``train_logger``, ``epoch_counter``,
+    ``test_results`` and ``test_summary``.
 
     Arguments
     ---------
@@ -335,6 +336,7 @@ class SeparationBrain(HardMiningBrain):
     >>> from types import SimpleNamespace
     >>> from speechbrain.lobes.models.conv_tasnet import MaskNet
     >>> from speechbrain.lobes.models.dual_path import Decoder, Encoder
+    >>> from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
     >>> modules = {
     ...     "encoder": Encoder(kernel_size=16, out_channels=8),
     ...     "masknet": MaskNet(8, 8, 8, 3, 1, 1, 2),
@@ -342,7 +344,8 @@ class SeparationBrain(HardMiningBrain):
     ...         in_channels=8, out_channels=1, kernel_size=16, stride=8, bias=False
     ...     ),
     ... }
-    >>> brain = SeparationBrain(modules, hparams={"num_spks": 2})
+    >>> hparams = {"num_spks": 2, "loss": get_si_snr_with_pitwrapper}
+    >>> brain = SeparationBrain(modules, hparams=hparams)
     >>> mix = torch.randn(3, 805)
     >>> sources = [torch.randn(3, 805), torch.randn(3, 805)]
     >>> batch = SimpleNamespace(
@@ -412,8 +415,9 @@ class SeparationBrain(HardMiningBrain):
         return self.separate(mix), targets
 
     def compute_objectives(self, predictions, batch, stage):
-        """Return the per-example negative SI-SNR (best permutation), shape [B].
+        """Return the per-example loss of the ``loss`` hparam, shape [B].
 
+        The recipes' loss is the negative SI-SNR with the best permutation.
         In the test stage the per-utterance metrics are also recorded.
 
         Arguments
@@ -430,7 +434,7 @@ class SeparationBrain(HardMiningBrain):
         torch.Tensor
         """
         estimates, targets = predictions
-        loss = get_si_snr_with_pitwrapper(targets, estimates)
+        loss = self.hparams.loss(targets, estimates)
         if stage == sb.Stage.TEST:
             self._record_test_metrics(estimates, targets, batch)
         return loss

@@ -20,6 +20,7 @@ import speechbrain as sb
 import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
 
 from hardmine.checkpoint import COMPLETE_MARKER
 from hardmine.synthetic.layouts import make_librimix, make_wsj0mix
@@ -122,6 +123,8 @@ def test_yaml_loads_with_baseline_semantics(recipe, name):
     assert (h["lr"], h["batch_size"], h["clip_grad_norm"]) == (0.00015, 1, 5)
     assert h["max_grad_norm"] == h["clip_grad_norm"]
     assert h["optimizer"].func is torch.optim.Adam
+    # The loss is declared in the YAML, as in SpeechBrain's recipes.
+    assert getattr(h["loss"], "func", h["loss"]) is get_si_snr_with_pitwrapper
     # Every output path derives from output_folder.
     out = h["output_folder"]
     for key in ("save_folder", "train_log", "test_results", "test_summary"):
@@ -343,6 +346,7 @@ def test_build_datasets_three_speakers(wsj3):
 def _test_hparams(tmp_path, num_spks):
     return {
         "num_spks": num_spks,
+        "loss": get_si_snr_with_pitwrapper,
         "sample_rate": 8000,
         "training_signal_len": None,
         "train_logger": sb.utils.train_logger.FileTrainLogger(
@@ -388,6 +392,10 @@ def test_separation_brain_forward_loss_and_test_metrics(wsj3, tmp_path):
         (targets[..., [2, 0, 1]], targets), batch, sb.Stage.TRAIN
     )
     assert bool((perfect < -60).all()) and bool((losses > perfect).all())
+    # The loss is the ``loss`` hparam.
+    brain.hparams.loss = lambda targets, estimates: targets.new_full((2,), 7.0)
+    swapped = brain._recipe_objectives((estimates, targets), batch, sb.Stage.TRAIN)
+    assert swapped.tolist() == [7.0, 7.0]
 
 
 @pytest.mark.parametrize("arch", ["sepformer", "convtasnet"])
