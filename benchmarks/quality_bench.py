@@ -1,344 +1,515 @@
-"""Test quality of the separation mining variants on the embedded data set.
+"""The quality ruler: mining variants against the baseline, paired over seeds.
 
-Trains the WSJ0Mix recipe's tiny SepFormer (``--model_size tiny``) on the
-embedded default WSJ0-2mix-style set (400 training mixtures of 2 s at 8 kHz)
-with four YAML files of the recipe:
+Every run is the recipe's own ``train.py`` on a benchmark set with a known
+difficulty structure, all variants under the same budget (epochs, batch
+size, model), one seed after the other; the same seed gives two variants the
+same initial weights and, where the sampler allows, the same data order.
 
-* ``baseline``: ``hparams/sepformer.yaml`` (threshold -30 and loss limit);
-* ``isbl``: ``hparams/sepformer_isbl.yaml`` (plus the ISBL sampler);
-* ``robust``: ``hparams/sepformer_robust.yaml`` (plus robust reweighting);
-* ``curriculum``: ``hparams/sepformer_curriculum.yaml`` (plus curriculum
-  reweighting).
+``kws`` (default): the Google Speech Commands recipe on the hard benchmark
+set of :mod:`hardmine.synthetic.hard_gsc` (low-SNR clips, rare keywords,
+mislabelled training clips, every clip's subgroup listed). Metrics per run:
+test accuracy, rare-keyword and low-SNR accuracy, false-reject rate at 1 %
+and 5 % false alarms, the validation accuracy of every epoch, and the
+optimizer steps a variant needs to reach the baseline's final validation
+accuracy (epoch resolution).
 
-Every variant runs once per seed with the same budget (``--epochs`` epochs,
-which is also passed as ``--step-budget`` = epochs x batches per epoch), the
-same batch size, crop length and thread count, one run after the other,
-through :mod:`hardmine.tools.variants` (the commands are the recipe's own
-``train.py`` command lines). Each run ends with the recipe's test on the
-100 test mixtures.
+``sep``: the WSJ0Mix recipe on the embedded WSJ0-2mix-style set. Metrics:
+test SI-SNRi mean, median, 5th and 10th percentile, the mean per subgroup
+of ``mixture_info.csv`` (close pitch, large level difference, full overlap,
+the rest), validation SI-SNR per epoch and steps to the baseline's final
+validation SI-SNR.
 
-Reported per variant: the test SI-SNRi mean and 10th percentile of each run,
-then their mean ± standard deviation and min..max across seeds.
-:func:`hardmine.tools.compare.compare` is run on the outputs (table, CDF, curves
-and mining plots in ``<out>/compare``); the table, ``cdf.png`` and
-``mining.png`` are copied to ``docs/results/``.
+Statistics against the baseline (:mod:`hardmine.tools.stats`): the mean
+per-seed difference with a bootstrap 95 % interval and the Wilcoxon
+signed-rank p-value, and for the test-set metrics a paired bootstrap over
+test utterances (one resample for both variants and every seed).
 
-Writes ``quality_bench.json`` next to this script. Run it niced, e.g.::
+Usage (niced; a finished run is not repeated, so an interrupted benchmark
+continues where it stopped)::
 
-    nice -n 5 .venv/bin/python benchmarks/quality_bench.py --epochs 2 --seeds 1 2 3
+    nice -n 5 .venv/bin/python benchmarks/quality_bench.py kws            # 5 seeds
+    nice -n 5 .venv/bin/python benchmarks/quality_bench.py kws --variants baseline isbl
+    nice -n 5 .venv/bin/python benchmarks/quality_bench.py sep --seeds 3
+    .venv/bin/python benchmarks/quality_bench.py kws --quick --out /tmp/q  # a check
 
-A run whose test results already exist is not repeated (``--rerun`` forces
-it), so an interrupted benchmark continues where it stopped.
+Prints one table per task and writes ``quality_bench_<task>.json`` next to
+this script (or into ``--out`` with ``--quick``) and a Markdown table to
+``docs/results/quality_<task>.md``.
 """
 
 import argparse
+import csv
 import json
+import math
 import os
 import platform
-import shutil
-import statistics
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from hardmine.tools import compare as compare_mod
-from hardmine.tools import variants
+import numpy as np
+
+from hardmine.synthetic.hard_gsc import SUBGROUPS_FILE, hard_gsc_default, make_hard_gsc
+from hardmine.synthetic.layouts import default_wsj0mix
+from hardmine.tasks.kws_metrics import frr_at_far
+from hardmine.tools.stats import seed_difference, utterance_difference
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes" / "WSJ0Mix" / "separation"
-#: Variant label -> YAML file of the recipe.
-VARIANTS = {
-    "baseline": "hparams/sepformer.yaml",
-    "isbl": "hparams/sepformer_isbl.yaml",
-    "robust": "hparams/sepformer_robust.yaml",
-    "curriculum": "hparams/sepformer_curriculum.yaml",
+FARS = (0.01, 0.05)
+
+
+class Task:
+    """What differs between the KWS and the separation ruler."""
+
+    def __init__(self, name, recipe, variants, epochs, extra, valid_key, higher_better):
+        self.name = name
+        self.recipe = ROOT / "recipes" / recipe
+        self.variants = variants
+        self.epochs = epochs
+        self.extra = extra
+        self.valid_key = valid_key
+        self.higher_better = higher_better
+
+
+KWS = Task(
+    "kws",
+    "GoogleSpeechCommands/kws",
+    {
+        "baseline": "hparams/kws.yaml",
+        "isbl": "hparams/kws_isbl.yaml",
+        "robust": "hparams/kws_robust.yaml",
+    },
+    epochs=5,
+    extra=[],
+    valid_key="accuracy",
+    higher_better=True,
+)
+SEP = Task(
+    "sep",
+    "WSJ0Mix/separation",
+    {
+        "baseline": "hparams/sepformer.yaml",
+        "isbl": "hparams/sepformer_isbl.yaml",
+        "robust": "hparams/sepformer_robust.yaml",
+    },
+    epochs=6,
+    extra=["--batch_size", "4", "--lr", "0.001"],
+    valid_key="si-snr",
+    higher_better=False,  # the logged validation SI-SNR is a loss (-dB)
+)
+TASKS = {"kws": KWS, "sep": SEP}
+
+#: Command-line overrides of a CPU-sized model per task (``--quick`` and ``sep``).
+TINY = {
+    "kws": ["--tdnn_channels", "16", "--emb_dim", "16", "--n_mels", "20"],
+    "sep": ["--model_size", "tiny"],
 }
-TRAIN_MIXTURES = 400  # size of the embedded training set
-METRICS = (("si-snr_i", "mean"), ("si-snr_i", "p10"), ("sdr_i", "mean"))
 
 
-def read_summary(run_folder):
-    """The recipe's ``test_summary.json`` of one run."""
-    path = Path(run_folder) / "test_summary.json"
-    with open(path, encoding="utf-8") as fin:
-        return json.load(fin)
+# ------------------------------------------------------------------ runs
+def run_folder(out, variant, seed):
+    return Path(out) / variant / str(seed)
 
 
-def last_mining_record(run_folder):
-    path = Path(run_folder) / "mining_stats.jsonl"
-    if not path.is_file():
-        return {}
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return json.loads(lines[-1]) if lines else {}
+def train(task, variant, seed, data, out, epochs, extra, log):
+    """Run the recipe's train.py once (skipped when its test results exist)."""
+    folder = run_folder(out, variant, seed)
+    done = folder / "test_results.csv"
+    if done.exists():
+        return folder
+    cmd = [sys.executable, "train.py", task.variants[variant]]
+    cmd += ["--seed", str(seed), "--output_folder", str(folder)]
+    cmd += ["--number_of_epochs" if task.name == "kws" else "--N_epochs", str(epochs)]
+    cmd += ["--noprogressbar"] + (["--data_folder", str(data)] if data else []) + extra
+    start = time.time()
+    with open(log, "a") as f:
+        f.write(" ".join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.run(cmd, cwd=task.recipe, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise SystemExit(f"{variant} seed {seed} failed (see {log})")
+    print(f"  {variant:>10} seed {seed}: {time.time() - start:.0f} s", flush=True)
+    return folder
 
 
-def spread(values):
-    """Mean, sample sd, min and max of per-seed values."""
-    values = [float(v) for v in values]
+def valid_curve(folder, key):
+    """Validation metric per epoch from the train log, with the steps so far."""
+    curve = {}
+    pattern = re.compile(r"epoch: (\d+).* valid " + re.escape(key) + r": ([-\d.e+]+)")
+    for line in (folder / "train_log.txt").read_text().splitlines():
+        m = pattern.search(line)
+        if m:
+            curve[int(m.group(1))] = float(m.group(2))
+    steps = {}
+    stats_file = folder / "mining_stats.jsonl"
+    for line in stats_file.read_text().splitlines() if stats_file.exists() else []:
+        record = json.loads(line)
+        steps[int(record["epoch"])] = int(record["optimizer_step"])
+    return [
+        {"epoch": e, "value": curve[e], "step": steps.get(e)} for e in sorted(curve)
+    ]
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------- metrics
+def kws_run(folder, subgroups):
+    """Per-utterance arrays of one KWS run, in test-ID order."""
+    rows = sorted(
+        (r for r in read_rows(folder / "test_results.csv") if r["ID"] != "avg"),
+        key=lambda r: r["ID"],
+    )
+    summary = json.loads((folder / "test_summary.json").read_text())
+    keywords = set(summary["classes"]) - {"_unknown_", "_silence_"}
+    info = [subgroups.get(r["ID"], {}) for r in rows]
     return {
-        "mean": statistics.mean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "min": min(values),
-        "max": max(values),
-        "per_seed": values,
+        "ids": np.array([r["ID"] for r in rows]),
+        "correct": np.array([int(r["correct"]) for r in rows], dtype=float),
+        "score": np.array([float(r["score"]) for r in rows]),
+        "target": np.array([r["label"] in keywords for r in rows]),
+        "rare": np.array([s.get("rare") == "1" for s in info]),
+        "low_snr": np.array([s.get("low_snr") == "1" for s in info]),
     }
 
 
-def cell(stats):
-    return (
-        f"{stats['mean']:.2f} ± {stats['std']:.2f} "
-        f"({stats['min']:.2f}..{stats['max']:.2f})"
+def kws_metric(name):
+    """``metric(run, index)`` for a KWS metric name."""
+
+    def mean_over(mask_key):
+        def metric(run, idx):
+            keep = run[mask_key][idx] if mask_key else np.ones(len(idx), bool)
+            return float(run["correct"][idx][keep].mean()) if keep.any() else math.nan
+
+        return metric
+
+    if name == "accuracy":
+        return mean_over(None)
+    if name in ("rare_accuracy", "low_snr_accuracy"):
+        return mean_over(name[: -len("_accuracy")])
+    far = float(name.split("@")[1])
+
+    def frr(run, idx):
+        t = run["target"][idx]
+        return frr_at_far(run["score"][idx][t], run["score"][idx][~t], far)["frr"]
+
+    return frr
+
+
+KWS_METRICS = ["accuracy", "rare_accuracy", "low_snr_accuracy"] + [
+    f"frr@{f}" for f in FARS
+]
+
+
+def kws_subgroups(data):
+    """Test-ID -> subgroup row of the benchmark sidecar."""
+    out = {}
+    for row in read_rows(Path(data) / SUBGROUPS_FILE):
+        word, name = row["path"][: -len(".wav")].split("/", 1)
+        out[f"{word}_{name}"] = row
+    return out
+
+
+def sep_subgroup(info):
+    if info.get("close_pitch") == "1":
+        return "close_pitch"
+    if info.get("hard_level") == "1":
+        return "level_gap"
+    if float(info.get("overlap", 0)) >= 0.99:
+        return "full_overlap"
+    return "rest"
+
+
+def sep_run(folder, subgroups):
+    rows = sorted(
+        (r for r in read_rows(folder / "test_results.csv") if r["snt_id"] != "avg"),
+        key=lambda r: r["snt_id"],
     )
+    names = [r["snt_id"] for r in rows]
+    return {
+        "ids": np.array(names),
+        "si-snr_i": np.array([float(r["si-snr_i"]) for r in rows]),
+        "group": np.array([subgroups.get(n, "rest") for n in names]),
+    }
 
 
-def markdown_table(results, seeds, settings):
+SEP_GROUPS = ("close_pitch", "level_gap", "full_overlap", "rest")
+SEP_METRICS = ["mean", "median", "p5", "p10"] + [f"mean_{g}" for g in SEP_GROUPS]
+
+
+def sep_metric(name):
+    def metric(run, idx):
+        v = run["si-snr_i"][idx]
+        if name.startswith("mean_"):
+            v = v[run["group"][idx] == name[len("mean_") :]]
+            return float(v.mean()) if v.size else math.nan
+        if name == "mean":
+            return float(v.mean())
+        if name == "median":
+            return float(np.median(v))
+        return float(np.percentile(v, float(name[1:])))
+
+    return metric
+
+
+def sep_subgroups(data):
+    info = Path(data) / "wav8k" / "min" / "mixture_info.csv"
+    if not info.exists():
+        return {}
+    return {
+        r["name"][: -len(".wav")]: sep_subgroup(r)
+        for r in read_rows(info)
+        if r["split"] == "tt"
+    }
+
+
+# ------------------------------------------------------------ statistics
+def steps_to_target(curve, target, higher_better):
+    """First optimizer step whose validation value reaches ``target`` (or None)."""
+    for point in curve:
+        reached = (
+            point["value"] >= target if higher_better else point["value"] <= target
+        )
+        if reached:
+            return point["step"]
+    return None
+
+
+def analyse(task, runs, curves, metrics, metric_fn):
+    """Per-variant summaries and paired statistics against ``baseline``."""
+    seeds = sorted(runs["baseline"])
+    values = {
+        v: {
+            m: [
+                metric_fn(m)(runs[v][s], np.arange(len(runs[v][s]["ids"])))
+                for s in seeds
+            ]
+            for m in metrics
+        }
+        for v in runs
+    }
+    summary, paired, steps = {}, {}, {}
+    for v in runs:
+        summary[v] = {
+            m: {
+                "mean": float(np.nanmean(x)),
+                "std": float(np.nanstd(x, ddof=1)) if len(x) > 1 else math.nan,
+                "min": float(np.nanmin(x)),
+                "max": float(np.nanmax(x)),
+                "per_seed": x,
+            }
+            for m, x in values[v].items()
+        }
+        base_total = [curves["baseline"][s][-1]["step"] for s in seeds]
+        targets = [curves["baseline"][s][-1]["value"] for s in seeds]
+        reached = [
+            steps_to_target(curves[v][s], t, task.higher_better)
+            for s, t in zip(seeds, targets)
+        ]
+        steps[v] = {
+            "steps": reached,
+            "baseline_steps": base_total,
+            "fraction": [
+                (r / b) if r is not None and b else None
+                for r, b in zip(reached, base_total)
+            ],
+        }
+        if v == "baseline":
+            continue
+        for s in seeds:
+            if list(runs[v][s]["ids"]) != list(runs["baseline"][s]["ids"]):
+                raise SystemExit(f"{v} seed {s}: test utterances differ from baseline")
+        paired[v] = {
+            m: {
+                "seeds": seed_difference(values[v][m], values["baseline"][m]),
+                "utterances": utterance_difference(
+                    metric_fn(m),
+                    [runs[v][s] for s in seeds],
+                    [runs["baseline"][s] for s in seeds],
+                ),
+            }
+            for m in metrics
+        }
+    return {
+        "seeds": seeds,
+        "summary": summary,
+        "paired": paired,
+        "steps_to_target": steps,
+    }
+
+
+# ---------------------------------------------------------------- output
+def _pct(task, metric):
+    return task.name == "kws"
+
+
+def fmt(task, metric, value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100 * value:.1f}" if _pct(task, metric) else f"{value:+.2f}"
+
+
+def table(task, result, metrics):
+    """Markdown table: mean ± sd over seeds, and the paired difference."""
+    unit = "%" if task.name == "kws" else "dB"
     lines = [
-        "| variant | runs | SI-SNRi mean (dB) | SI-SNRi p10 (dB) | SDRi mean (dB) "
-        "| optimizer steps | wall time / run (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| variant | metric ({unit}) | mean ± sd over seeds | Δ vs baseline, seeds [95 % CI] | "
+        "Δ, test utterances [95 % CI] |",
+        "|---|---|---|---|---|",
     ]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['runs']} | {cell(r['si-snr_i_mean'])} "
-            f"| {cell(r['si-snr_i_p10'])} | {cell(r['sdr_i_mean'])} "
-            f"| {r['steps']['mean']:.0f} | {r['wall_time_s']['mean']:.0f} |"
-        )
+    for v, per_metric in result["summary"].items():
+        for m in metrics:
+            s = per_metric[m]
+            cell = f"{fmt(task, m, s['mean'])} ± {fmt(task, m, s['std']).lstrip('+')}"
+            d_seed = d_utt = ""
+            if v in result["paired"]:
+                a, b = (
+                    result["paired"][v][m]["seeds"],
+                    result["paired"][v][m]["utterances"],
+                )
+                d_seed = (
+                    f"{fmt(task, m, a['mean'])} [{fmt(task, m, a['low'])}, {fmt(task, m, a['high'])}]"
+                    + (" *" if a["excludes_zero"] else "")
+                    + f" p={a['wilcoxon_p']:.3f}"
+                )
+                d_utt = (
+                    f"{fmt(task, m, b['mean'])} [{fmt(task, m, b['low'])}, {fmt(task, m, b['high'])}]"
+                    + (" *" if b["excludes_zero"] else "")
+                )
+            lines.append(f"| {v} | {m} | {cell} | {d_seed} | {d_utt} |")
     lines.append("")
     lines.append(
-        f"Mean ± sd across seeds {', '.join(map(str, seeds))} (min..max in "
-        "brackets); each run's value is over the 100 test mixtures. Tiny "
-        f"SepFormer, {settings['step_budget']} optimizer steps per run "
-        f"({settings['batches_per_epoch']} batches of {settings['batch_size']} "
-        f"x {settings['signal_len'] / 8000:g} s per epoch), synthetic data."
+        "Steps to the baseline's final validation value (fraction of the baseline's steps):"
     )
     lines.append("")
-    lines.append(
-        "Read with care: a tiny model, a small synthetic set, a short budget and "
-        "3 seeds. A difference between variants within the seed spread is not "
-        "evidence that one is better, and nothing here speaks for full-size "
-        "models trained to convergence on WSJ0-2mix."
-    )
+    for v, st in result["steps_to_target"].items():
+        if v == "baseline":
+            continue
+        fr = ["never" if f is None else f"{f:.2f}" for f in st["fraction"]]
+        early = sum(1 for f in st["fraction"] if f is not None and f <= 0.75)
+        lines.append(f"- {v}: {', '.join(fr)} (≤ 0.75 in {early} of {len(fr)} seeds)")
+    lines.append("")
+    lines.append("`*`: the 95 % interval excludes 0.")
     return "\n".join(lines)
 
 
-def text_table(results):
-    header = (
-        f"{'variant':<11}{'runs':>5}  {'SI-SNRi mean':>28}  {'SI-SNRi p10':>28}"
-        f"  {'steps':>6}  {'s/run':>6}"
-    )
-    lines = [header, "-" * len(header)]
-    for name, r in results.items():
-        lines.append(
-            f"{name:<11}{r['runs']:>5}  {cell(r['si-snr_i_mean']):>28}  "
-            f"{cell(r['si-snr_i_p10']):>28}  {r['steps']['mean']:>6.0f}  "
-            f"{r['wall_time_s']['mean']:>6.0f}"
-        )
-    return "\n".join(lines)
+def to_json(value):
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+# ------------------------------------------------------------------ main
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("task", nargs="?", default="kws", choices=sorted(TASKS))
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds (1..N)")
+    p.add_argument("--variants", nargs="+", help="subset of the task's variants")
+    p.add_argument("--epochs", type=int, help="training epochs per run")
+    p.add_argument("--out", help="run folder (default results/quality/<task>)")
+    p.add_argument("--data_folder", help="benchmark set (default: generated, cached)")
+    p.add_argument("--quick", action="store_true", help="2 seeds, tiny data and model")
+    args, extra = p.parse_known_args(argv)
+    args.extra = extra  # anything else goes to every train.py, e.g. --lr 0.001
+    return args
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per run")
-    parser.add_argument(
-        "--step-budget",
-        type=int,
-        default=None,
-        help="optimizer steps per run (default: epochs x batches per epoch; "
-        "smaller values are for checking the set-up)",
-    )
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument(
-        "--signal-len", type=int, default=16000, help="training crop (samples)"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=1, help="OMP/MKL threads of each run"
-    )
-    parser.add_argument(
-        "--variants",
-        nargs="+",
-        default=list(VARIANTS),
-        choices=list(VARIANTS),
-        help="variants to run",
-    )
-    parser.add_argument("--out", default=str(ROOT / "results" / "quality_bench"))
-    parser.add_argument(
-        "--docs", default=str(ROOT / "docs" / "results"), help="artefact folder"
-    )
-    parser.add_argument("--rerun", action="store_true")
-    args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "signal_len", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
-
-    batches_per_epoch = -(-TRAIN_MIXTURES // args.batch_size)
-    step_budget = args.step_budget or args.epochs * batches_per_epoch
-    if step_budget < 1:
-        parser.error("--step-budget must be >= 1")
-    extra = [
-        "--model_size",
-        "tiny",
-        "--batch_size",
-        str(args.batch_size),
-        "--training_signal_len",
-        str(args.signal_len),
-        "--num_workers",
-        "0",
-        "--noprogressbar",
-    ]
-    out = Path(args.out).resolve()
-    # Run folders are named after the variant label (the folder name is what
-    # hardmine.tools.compare shows), so the YAML files are given through links.
-    links = out / "yaml"
-    links.mkdir(parents=True, exist_ok=True)
-    files = []
-    for name in args.variants:
-        link = links / f"{name}.yaml"
-        source = RECIPE / VARIANTS[name]
-        # A copy would break the YAML's relative !include paths; a link keeps
-        # them relative to the recipe (hyperpyyaml resolves the real path).
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(source)
-        files.append(str(link))
-    plan = variants.plan_runs(
-        str(RECIPE / "train.py"),
-        files,
-        args.seeds,
-        str(out),
-        step_budget=step_budget,
-        epochs=args.epochs,
-        extra=extra,
-    )
-    env = dict(os.environ)
-    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[key] = str(args.threads)
-    print(
-        f"{len(plan)} runs, {step_budget} optimizer steps each; log per run in "
-        f"<run>/variants_console.txt",
-        flush=True,
-    )
-    start = time.perf_counter()
-    outcomes = variants.run_variants(
-        plan, rerun=args.rerun, echo=lambda s: print(s, flush=True), env=env
-    )
-    total_wall = time.perf_counter() - start
-    failed = [o for o in outcomes if o["status"] == "failed"]
-    if failed:
-        print(
-            "Failed runs: "
-            + ", ".join(f"{o['variant']} seed {o['seed']}" for o in failed),
-            file=sys.stderr,
+    args = parse(argv)
+    task = TASKS[args.task]
+    variants = args.variants or list(task.variants)
+    if "baseline" not in variants:
+        variants = ["baseline"] + variants
+    unknown = sorted(set(variants) - set(task.variants))
+    if unknown:
+        raise SystemExit(
+            f"unknown variants {unknown}; {args.task} has {list(task.variants)}"
         )
-
-    results = {}
-    runs = []
-    for spec in plan:
-        folder = Path(spec.output_folder)
-        if not (folder / "test_summary.json").is_file():
-            continue
-        summary = read_summary(folder)
-        record = last_mining_record(folder)
-        info_path = folder / "run_info.json"
-        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-        runs.append(
-            {
-                "variant": spec.variant,
-                "seed": spec.seed,
-                "folder": str(folder),
-                "si-snr_i_mean": summary["si-snr_i"]["mean"],
-                "si-snr_i_p10": summary["si-snr_i"]["p10"],
-                "sdr_i_mean": summary["sdr_i"]["mean"],
-                "test_count": summary.get("count"),
-                "optimizer_steps": record.get("optimizer_step"),
-                "examples_filtered_last_epoch": record.get("examples_filtered"),
-                "batches_skipped_last_epoch": record.get("batches_skipped"),
-                "wall_time_s": info.get("wall_time_s"),
-                "command": info.get("command"),
-            }
+    seeds = list(range(1, (2 if args.quick else args.seeds) + 1))
+    out = Path(args.out or ROOT / "results" / "quality" / task.name)
+    out.mkdir(parents=True, exist_ok=True)
+    extra = list(args.extra) + task.extra
+    epochs = args.epochs or (1 if args.quick else task.epochs)
+    data = args.data_folder
+    if task.name == "kws":
+        if args.quick:
+            extra += TINY["kws"] + ["--batch_size", "8"]
+            data = data or quick_gsc(out / "data" / "gsc")
+        data = data or hard_gsc_default()
+        subgroups = kws_subgroups(data)
+        metrics, metric_fn, reader = KWS_METRICS, kws_metric, kws_run
+    else:
+        extra += TINY["sep"]
+        if args.quick:
+            extra += ["--optimizer_step_limit", "2"]
+        data = data or default_wsj0mix()
+        subgroups = sep_subgroups(data)
+        metrics, metric_fn, reader = SEP_METRICS, sep_metric, sep_run
+    log = out / "runs.log"
+    print(f"{task.name}: {variants} x seeds {seeds}, {epochs} epochs; log {log}")
+    started = time.time()
+    runs, curves = {v: {} for v in variants}, {v: {} for v in variants}
+    for seed in seeds:
+        for v in variants:
+            folder = train(task, v, seed, data, out, epochs, extra, log)
+            runs[v][seed] = reader(folder, subgroups)
+            curves[v][seed] = valid_curve(folder, task.valid_key)
+    result = analyse(task, runs, curves, metrics, metric_fn)
+    report = table(task, result, metrics)
+    print(report)
+    record = {
+        "task": task.name,
+        "command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
+        "variants": {v: task.variants[v] for v in variants},
+        "epochs": epochs,
+        "overrides": extra,
+        "data_folder": str(data) if data else None,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "wall_time_s": round(time.time() - started, 1),
+        "curves": curves,
+        **result,
+    }
+    json_path = (
+        out if args.quick else Path(__file__).parent
+    ) / f"quality_bench_{task.name}.json"
+    json_path.write_text(json.dumps(to_json(record), indent=1))
+    if not args.quick:
+        md = ROOT / "docs" / "results" / f"quality_{task.name}.md"
+        md.parent.mkdir(parents=True, exist_ok=True)
+        md.write_text(
+            f"Command: `{record['command']}` ({record['wall_time_s'] / 60:.0f} min)\n\n"
+            + report
+            + "\n"
         )
-    for name in args.variants:
-        mine = [r for r in runs if r["variant"] == name]
-        if not mine:
-            continue
-        results[name] = {
-            "runs": len(mine),
-            "seeds": [r["seed"] for r in mine],
-            **{
-                f"{metric}_{stat}": spread(r[f"{metric}_{stat}"] for r in mine)
-                for metric, stat in METRICS
-            },
-            "steps": spread(r["optimizer_steps"] or 0 for r in mine),
-            "wall_time_s": spread(r["wall_time_s"] or 0.0 for r in mine),
-        }
-    if not results:
-        raise SystemExit("no run produced test results")
+    print(f"wrote {json_path}")
+    return record
 
-    settings = {
-        "model_size": "tiny",
-        "epochs": args.epochs,
-        "step_budget": step_budget,
-        "batches_per_epoch": batches_per_epoch,
-        "batch_size": args.batch_size,
-        "signal_len": args.signal_len,
-        "threads": args.threads,
-        "seeds": args.seeds,
-        "variant_files": {n: VARIANTS[n] for n in args.variants},
-        "extra_overrides": extra,
-    }
-    print()
-    print(
-        f"Test SI-SNRi (dB) on 100 mixtures, mean ± sd (min..max) over "
-        f"{len(args.seeds)} seeds; {step_budget} steps per run"
-    )
-    table = text_table(results)
-    print(table)
 
-    compare_dir = out / "compare"
-    lines = []
-    compare_mod.compare(
-        [spec.output_folder for spec in plan if Path(spec.output_folder).is_dir()],
-        str(compare_dir),
-        echo=lines.append,
-    )
-    compare_text = "\n".join(lines)
-
-    docs = Path(args.docs)
-    docs.mkdir(parents=True, exist_ok=True)
-    for name in ("cdf.png", "mining.png"):
-        if (compare_dir / name).is_file():
-            shutil.copyfile(compare_dir / name, docs / name)
-    table_md = markdown_table(results, args.seeds, settings)
-    sep_block = compare_text.split("\n\n")[0]  # the separation table
-    (docs / "quality.md").write_text(
-        "# Mining variants on the embedded WSJ0-2mix-style set\n\n"
-        + table_md
-        + "\n\nTable printed by `python -m hardmine.tools.compare` on the same runs:\n\n"
-        + "```\n"
-        + sep_block
-        + "\n```\n\n"
-        + "![Test SI-SNRi CDF per variant](cdf.png)\n\n"
-        + "![Mining statistics per epoch](mining.png)\n"
-    )
-
-    payload = {
-        "benchmark": "separation mining variants, tiny SepFormer, embedded data",
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpu_count_note": "shared 2-core machine; other jobs may run",
-        "settings": settings,
-        "total_wall_s": total_wall,
-        "failed": [{"variant": o["variant"], "seed": o["seed"]} for o in failed],
-        "variants": results,
-        "runs": runs,
-        "compare_folder": str(compare_dir),
-        "compare_output": compare_text,
-    }
-    json_path = Path(__file__).with_suffix(".json")
-    json_path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {json_path}, {docs / 'quality.md'}, {docs}/cdf.png, mining.png")
-    return 1 if failed else 0
+def quick_gsc(root):
+    """A small benchmark set for ``--quick`` (generated once per output folder)."""
+    if not (root / SUBGROUPS_FILE).exists():
+        make_hard_gsc(
+            str(root),
+            n_speakers=8,
+            repetitions=1,
+            valid_speakers=2,
+            test_speakers=2,
+            background_seconds=3.0,
+        )
+    return str(root)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

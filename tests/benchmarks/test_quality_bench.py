@@ -1,0 +1,79 @@
+"""The quality ruler's --quick mode: statistics computed and shaped right.
+
+Nothing here says which variant is better: two seeds of one tiny epoch show
+only that every figure is computed, paired and written.
+"""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hardmine.tools.stats import seed_difference
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location(
+        "quality_bench", ROOT / "benchmarks" / "quality_bench.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_quick_kws_ruler_writes_paired_statistics(tmp_path):
+    bench = load_bench()
+    record = bench.main(
+        ["kws", "--quick", "--variants", "isbl", "--out", str(tmp_path)]
+    )
+    saved = json.loads((tmp_path / "quality_bench_kws.json").read_text())
+    assert saved["seeds"] == [1, 2] and saved["variants"].keys() == {"baseline", "isbl"}
+    for variant in ("baseline", "isbl"):
+        for metric in bench.KWS_METRICS:
+            s = saved["summary"][variant][metric]
+            assert len(s["per_seed"]) == 2
+            finite = [v for v in s["per_seed"] if v is not None]
+            assert finite and all(0.0 <= v <= 1.0 for v in finite), (variant, metric)
+        curve = saved["curves"][variant]["1"]
+        assert [p["epoch"] for p in curve] == [1] and curve[0]["step"] > 0
+    paired = saved["paired"]["isbl"]
+    assert set(paired) == set(bench.KWS_METRICS)
+    acc = paired["accuracy"]
+    # The seed statistic is the mean of the per-seed differences.
+    per_seed = [
+        a - b
+        for a, b in zip(
+            saved["summary"]["isbl"]["accuracy"]["per_seed"],
+            saved["summary"]["baseline"]["accuracy"]["per_seed"],
+        )
+    ]
+    assert acc["seeds"]["mean"] == pytest.approx(np.mean(per_seed))
+    assert acc["seeds"]["n"] == 2
+    u = acc["utterances"]
+    assert u["low"] <= u["mean"] <= u["high"]
+    assert u["mean"] == pytest.approx(acc["seeds"]["mean"], abs=1e-9)
+    st = saved["steps_to_target"]["isbl"]
+    assert len(st["steps"]) == len(st["fraction"]) == 2
+    assert record["paired"]["isbl"]["accuracy"]["utterances"]["excludes_zero"] in (
+        True,
+        False,
+    )
+
+
+def test_seed_difference_interval_and_test():
+    # Five seeds, all better by 1 to 3 points: interval above 0; Wilcoxon at
+    # its floor for n = 5 (two-sided exact p = 2 / 32).
+    d = seed_difference([0.81, 0.83, 0.80, 0.84, 0.82], [0.80, 0.81, 0.78, 0.81, 0.81])
+    assert d["low"] > 0 and d["excludes_zero"]
+    assert d["wilcoxon_p"] == pytest.approx(0.0625)
+    # Mixed signs: the interval covers 0.
+    d = seed_difference([0.8, 0.7, 0.9, 0.75], [0.75, 0.8, 0.85, 0.8])
+    assert d["low"] < 0 < d["high"] and not d["excludes_zero"]
+    # Too few seeds: no interval.
+    assert math.isnan(seed_difference([1.0], [0.0])["low"])
