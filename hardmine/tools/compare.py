@@ -58,6 +58,10 @@ import numpy as np
 __all__ = [
     "Run",
     "find_runs",
+    "is_report",
+    "read_test_rows",
+    "separation_summary",
+    "side_by_side_table",
     "load_run",
     "parse_train_log",
     "read_mining_stats",
@@ -86,6 +90,14 @@ SEP_COLUMNS = (
     "si-snr_i_p10",
     "sdr_i_mean",
 )
+#: Rows of :func:`side_by_side_table`: (column of ``test_results.csv``, label,
+#: statistics shown).
+SIDE_BY_SIDE_ROWS = (
+    ("si-snr_i", "SI-SNRi", ("mean", "median", "p5", "p10")),
+    ("sdr_i", "SDRi", ("mean", "median", "p5", "p10")),
+)
+#: Files that :func:`compare` writes into its output folder.
+REPORT_MARKERS = ("summary.json", "runs.csv")
 COMMON_COLUMNS = (
     "steps",
     "epochs",
@@ -184,16 +196,42 @@ def _is_run(path):
     return any(os.path.exists(os.path.join(path, m)) for m in RUN_MARKERS)
 
 
-def find_runs(paths):
+def is_report(path):
+    """Whether ``path`` is an output folder of :func:`compare`, not a run.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     before = is_report(tmp)
+    ...     for name in REPORT_MARKERS:
+    ...         open(os.path.join(tmp, name), "w").close()
+    ...     before, is_report(tmp)
+    (False, True)
+    """
+    return not _is_run(path) and all(
+        os.path.isfile(os.path.join(path, m)) for m in REPORT_MARKERS
+    )
+
+
+def find_runs(paths, skipped=None):
     """Run folders named by ``paths`` (each a run or a folder of runs).
 
     Order follows the arguments, then sorted folder names. Checkpoint and
-    ``save`` folders are not searched.
+    ``save`` folders are not searched. A comparison report among ``paths``
+    (an earlier ``--out`` folder, e.g. ``<out>/compare`` of
+    :mod:`hardmine.tools.variants`, which a shell glob such as
+    ``results/compare/*/`` also matches) is skipped and appended to
+    ``skipped`` when given; an error is raised only if no run is left.
     """
     runs = []
+    reports = []
     for path in paths:
         if not os.path.isdir(path):
             raise FileNotFoundError(f"result folder {path} does not exist")
+        if is_report(path):
+            reports.append(path)
+            continue
         found = []
         if _is_run(path):
             found.append(path)
@@ -212,6 +250,13 @@ def find_runs(paths):
         for run in found:
             if os.path.realpath(run) not in {os.path.realpath(r) for r in runs}:
                 runs.append(run)
+    if reports and not runs:
+        raise FileNotFoundError(
+            f"{', '.join(reports)}: comparison report(s), no run output; "
+            "give the run folders (or the folder holding them)"
+        )
+    if skipped is not None:
+        skipped.extend(reports)
     return runs
 
 
@@ -320,20 +365,74 @@ def _float(text):
         return math.nan
 
 
-def _load_separation(run, fields, rows):
+def read_test_rows(path):
+    """Per-utterance rows of a separation ``test_results.csv`` (no ``avg`` row).
+
+    Arguments
+    ---------
+    path : str
+        The file, or the run folder holding it.
+
+    Returns
+    -------
+    list of dict
+        Values as written (strings).
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, "test_results.csv")
+    _fields, rows = _read_csv(path)
+    return [r for r in rows if r.get("snt_id") != "avg"]
+
+
+def separation_summary(rows, metrics=None):
+    """Statistics of the per-utterance separation metrics.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Per-utterance rows (values may be strings), e.g. from
+        :func:`read_test_rows`.
+    metrics : list of str, optional
+        Columns to summarise (default: those of :data:`SIDE_BY_SIDE_ROWS`
+        that the rows have).
+
+    Returns
+    -------
+    dict
+        Metric (``si-snr_i``, ``sdr_i``, those the rows have) ->
+        :func:`hardmine.tasks.sep_metrics.summarize` output (``count``,
+        ``mean``, ``median``, ``p5``, ``p10`` ...).
+
+    Example
+    -------
+    >>> rows = [{"si-snr_i": "1.0", "sdr_i": "2"}, {"si-snr_i": "3.0", "sdr_i": "4"}]
+    >>> summary = separation_summary(rows)
+    >>> summary["si-snr_i"]["mean"], summary["sdr_i"]["count"]
+    (2.0, 2)
+    """
     from hardmine.tasks.sep_metrics import summarize
 
+    rows = list(rows)
+    if metrics is None:
+        metrics = [m for m, _, _ in SIDE_BY_SIDE_ROWS if rows and m in rows[0]]
+    return {
+        metric: summarize(np.array([_float(r[metric]) for r in rows]))
+        for metric in metrics
+    }
+
+
+def _load_separation(run, fields, rows):
     rows = [r for r in rows if r.get("snt_id") != "avg"]
-    for metric in ("si-snr_i", "sdr_i"):
-        if metric not in fields:
-            continue
-        values = np.array([_float(r[metric]) for r in rows])
-        stats = summarize(values)
+    summary = separation_summary(
+        rows, [m for m in ("si-snr_i", "sdr_i") if m in fields]
+    )
+    for metric, stats in summary.items():
         for stat in ("mean", "median", "p5", "p10"):
             column = f"{metric}_{stat}"
             if column in SEP_COLUMNS:
                 run.metrics[column] = stats[stat]
         if metric == SEP_METRIC:
+            values = np.array([_float(r[metric]) for r in rows])
             run.per_utterance = values[np.isfinite(values)]
     run.metrics["test_utterances"] = len(rows)
 
@@ -611,6 +710,52 @@ def format_table(rows, columns=None):
             parts = [c.ljust(w) for c, w in zip(cells, widths)]
             parts[1] = cells[1].rjust(widths[1])
         lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def side_by_side_table(summaries, rows=SIDE_BY_SIDE_ROWS, count_label="test mixtures"):
+    """One column per run, one line per statistic (``make demo`` prints this).
+
+    With exactly two runs a third column gives the difference (second minus
+    first). The last line counts the test utterances of each run.
+
+    Arguments
+    ---------
+    summaries : dict
+        Run name -> metric -> statistics, as from :func:`separation_summary`.
+    rows : sequence
+        ``(metric, label, statistics)`` triples, in display order.
+    count_label : str
+        Label of the last line.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> summaries = {
+    ...     "baseline": separation_summary([{"si-snr_i": 4.0, "sdr_i": 5.0}]),
+    ...     "isbl": separation_summary([{"si-snr_i": 6.0, "sdr_i": 6.5}]),
+    ... }
+    >>> print(side_by_side_table(summaries).splitlines()[2])
+    SI-SNRi mean (dB)         4.00      6.00   +2.00
+    """
+    runs = list(summaries)
+    diff = len(runs) == 2
+    header = f"{'':20}" + "".join(f"{run:>10}" for run in runs)
+    header += f"{'diff':>8}" if diff else ""
+    lines = [header, "-" * len(header)]
+    for metric, label, stats in rows:
+        for stat in stats:
+            values = [summaries[run][metric][stat] for run in runs]
+            line = f"{label + ' ' + stat + ' (dB)':20}"
+            line += "".join(f"{v:10.2f}" for v in values)
+            if diff:
+                line += f"{values[1] - values[0]:+8.2f}"
+            lines.append(line)
+    counts = [summaries[run][rows[0][0]]["count"] for run in runs]
+    lines.append(f"{count_label:20}" + "".join(f"{c:10d}" for c in counts))
     return "\n".join(lines)
 
 
@@ -908,7 +1053,10 @@ def compare(paths, out, top=5, with_hardest=True, echo=print):
         ``runs``, ``rows`` (from :func:`aggregate`), ``columns``, ``figures``
         (name -> Figure, already saved), ``files`` (paths written).
     """
-    runs = [load_run(p, with_hardest=with_hardest) for p in find_runs(paths)]
+    skipped = []
+    runs = [load_run(p, with_hardest=with_hardest) for p in find_runs(paths, skipped)]
+    if skipped:
+        echo("Skipped (comparison reports, not runs): " + ", ".join(skipped))
     os.makedirs(out, exist_ok=True)
     rows = aggregate(runs)
     columns = _columns_for(runs)

@@ -11,15 +11,23 @@ mean, median and the 5th/10th percentiles of SI-SNR improvement and SDR
 improvement over the test mixtures (the low percentiles show what happens to
 the hardest mixtures).
 
+It is a fixed use of the general tools: :mod:`hardmine.tools.variants` runs
+the two trainings one after the other (console output of each run in
+``variants_console.txt`` and ``run_info.json``), and
+:mod:`hardmine.tools.compare` reads the runs, makes the side-by-side table
+and writes its report (tables, CDF, training-curve and mining-distribution
+plots, hardest training mixtures).
+
 Usage::
 
-    python -m hardmine.tools.demo                 # about 16 minutes on 2 idle CPU cores
+    python -m hardmine.tools.demo                 # about 15 minutes on 2 CPU cores
     python -m hardmine.tools.demo --epochs 2      # a quicker look
     python -m hardmine.tools.demo --fresh         # discard earlier demo runs
 
 Outputs go to ``results/demo/{baseline,isbl}/`` (each a normal recipe output
-folder: train_log.txt, test_results.csv, test_summary.json, checkpoints) and
-``results/demo/comparison.json``. An interrupted demo resumes from its
+folder: train_log.txt, test_results.csv, test_summary.json, checkpoints),
+``results/demo/comparison.json`` and ``results/demo/compare/`` (the
+:mod:`~hardmine.tools.compare` report). An interrupted demo resumes from its
 checkpoints when started again.
 
 Example
@@ -32,17 +40,13 @@ SI-SNRi mean (dB)         4.00      6.00   +2.00
 """
 
 import argparse
-import csv
 import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from hardmine.tasks.sep_metrics import summarize
+from hardmine.tools import compare, variants
 
 __all__ = ["VARIANTS", "summarize_runs", "comparison_table", "main"]
 
@@ -51,19 +55,8 @@ logger = logging.getLogger("hardmine.tools.demo")
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "recipes" / "WSJ0Mix" / "separation"
 #: Demo run name -> hparams file of the WSJ0Mix recipe.
 VARIANTS = {"baseline": "sepformer.yaml", "isbl": "sepformer_isbl.yaml"}
-#: (column of test_results.csv, label, statistics shown)
-ROWS = (
-    ("si-snr_i", "SI-SNRi", ("mean", "median", "p5", "p10")),
-    ("sdr_i", "SDRi", ("mean", "median", "p5", "p10")),
-)
 #: Child log lines worth echoing as progress.
 PROGRESS_MARKS = ("Going into epoch", "train_logger", "Generating", "Loading a checkp")
-
-
-def read_test_rows(csv_path):
-    """Per-utterance rows of a recipe's ``test_results.csv`` (no avg row)."""
-    with open(csv_path, newline="", encoding="utf-8") as fin:
-        return [row for row in csv.DictReader(fin) if row["snt_id"] != "avg"]
 
 
 def summarize_runs(rows_by_run):
@@ -77,22 +70,17 @@ def summarize_runs(rows_by_run):
     Returns
     -------
     dict
-        Run name -> metric -> ``sep_metrics.summarize`` output.
+        Run name -> metric -> ``sep_metrics.summarize`` output
+        (:func:`hardmine.tools.compare.separation_summary`).
     """
-    return {
-        run: {
-            metric: summarize(float(row[metric]) for row in rows)
-            for metric, _, _ in ROWS
-        }
-        for run, rows in rows_by_run.items()
-    }
+    return {run: compare.separation_summary(rows) for run, rows in rows_by_run.items()}
 
 
 def comparison_table(summaries):
     """Format the summaries as a text table, one column per run.
 
     With exactly two runs a third column gives the difference (second minus
-    first).
+    first); :func:`hardmine.tools.compare.side_by_side_table`.
 
     Arguments
     ---------
@@ -103,38 +91,18 @@ def comparison_table(summaries):
     -------
     str
     """
-    runs = list(summaries)
-    diff = len(runs) == 2
-    header = f"{'':20}" + "".join(f"{run:>10}" for run in runs)
-    header += f"{'diff':>8}" if diff else ""
-    lines = [header, "-" * len(header)]
-    for metric, label, stats in ROWS:
-        for stat in stats:
-            values = [summaries[run][metric][stat] for run in runs]
-            line = f"{label + ' ' + stat + ' (dB)':20}"
-            line += "".join(f"{v:10.2f}" for v in values)
-            if diff:
-                line += f"{values[1] - values[0]:+8.2f}"
-            lines.append(line)
-    counts = [summaries[run][ROWS[0][0]]["count"] for run in runs]
-    lines.append(f"{'test mixtures':20}" + "".join(f"{c:10d}" for c in counts))
-    return "\n".join(lines)
+    return compare.side_by_side_table(summaries)
 
 
-def _run_variant(name, hparams_file, out, args):
+def _tiny_model():
     from hardmine.tasks.separation import TINY_OVERRIDES
 
-    cmd = [
-        sys.executable,
-        "train.py",
-        f"hparams/{hparams_file}",
-        *TINY_OVERRIDES["sepformer"],
-        "--output_folder",
-        str(out),
-        "--seed",
-        str(args.seed),
-        "--N_epochs",
-        str(args.epochs),
+    return list(TINY_OVERRIDES["sepformer"])
+
+
+def _plan(output, args):
+    """The two runs, through the variants runner: ``<output>/<run name>``."""
+    extra = _tiny_model() + [
         "--batch_size",
         str(args.batch_size),
         "--lr",
@@ -146,39 +114,22 @@ def _run_variant(name, hparams_file, out, args):
         "--noprogressbar",
     ]
     if args.data_folder is not None:
-        cmd += ["--data_folder", str(args.data_folder)]
-    logger.info("[%s] %s", name, " ".join(cmd[1:]))
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd,
-        cwd=RECIPE_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
+        extra += ["--data_folder", str(args.data_folder)]
+    return variants.plan_runs(
+        str(RECIPE_DIR / "train.py"),
+        [str(RECIPE_DIR / "hparams" / f) for f in VARIANTS.values()],
+        [args.seed],
+        str(output),
+        epochs=args.epochs,
+        extra=extra,
+        names=list(VARIANTS),
+        seed_folders=False,
     )
-    tail = []
-    for line in proc.stdout:
-        line = line.rstrip()
-        tail = (tail + [line])[-40:]
-        if any(mark in line for mark in PROGRESS_MARKS):
-            logger.info("[%s] %s", name, line)
-    if proc.wait() != 0:
-        raise RuntimeError(
-            f"the {name} run failed (exit code {proc.returncode}); last output:\n"
-            + "\n".join(tail)
-            + f"\nfull log: {out / 'log.txt'}"
-        )
-    logger.info("[%s] done in %.0f s", name, time.perf_counter() - start)
 
 
-def _optimizer_steps(out):
-    """Optimizer steps taken, as recorded after the last training epoch."""
-    path = out / "mining_stats.jsonl"
-    if not path.exists():
-        return None
-    records = [json.loads(line) for line in path.read_text().splitlines() if line]
-    return records[-1]["optimizer_step"] if records else None
+def _progress(spec, line):
+    if any(mark in line for mark in PROGRESS_MARKS):
+        logger.info("[%s] %s", spec.variant, line)
 
 
 def main(argv=None):
@@ -218,20 +169,49 @@ def main(argv=None):
 
         logger.info("Preparing the embedded default set (generated once, cached)")
         args.data_folder = default_wsj0mix()
-    runs = {}
-    for name, hparams_file in VARIANTS.items():
-        out = output / name
-        if args.fresh and out.exists():
-            shutil.rmtree(out)
-        elif (out / "save").exists():
-            logger.info("[%s] resuming from the checkpoints in %s", name, out)
-        _run_variant(name, hparams_file, out, args)
-        runs[name] = out
+    # The runs start in the recipe's folder: a relative path would move.
+    args.data_folder = os.path.abspath(args.data_folder)
+    plan = _plan(output, args)
+    for spec in plan:
+        if args.fresh and os.path.exists(spec.output_folder):
+            shutil.rmtree(spec.output_folder)
+        elif os.path.exists(os.path.join(spec.output_folder, "save")):
+            logger.info(
+                "[%s] resuming from the checkpoints in %s",
+                spec.variant,
+                spec.output_folder,
+            )
+    # Every run is started even if it has test results: SpeechBrain resumes
+    # it from its checkpoints (a finished run only repeats its test stage).
+    for spec, outcome in zip(
+        plan,
+        variants.run_variants(plan, rerun=True, echo=logger.info, progress=_progress),
+    ):
+        if outcome["status"] == "failed":
+            console = os.path.join(spec.output_folder, "variants_console.txt")
+            raise RuntimeError(
+                f"the {spec.variant} run failed (exit code {outcome['returncode']}); "
+                f"last output:\n{variants.console_tail(console, 40)}"
+                f"full log: {os.path.join(spec.output_folder, 'log.txt')}"
+            )
+    runs = {spec.variant: spec.output_folder for spec in plan}
 
-    summaries = summarize_runs(
-        {name: read_test_rows(out / "test_results.csv") for name, out in runs.items()}
+    # The comparison tool's report (tables, plots, hardest mixtures) ...
+    report_dir = output / "compare"
+    report_text = []
+    compared = compare.compare(
+        list(runs.values()), str(report_dir), echo=report_text.append
     )
-    steps = {name: _optimizer_steps(out) for name, out in runs.items()}
+    with open(report_dir / "report.txt", "w", encoding="utf-8") as fout:
+        fout.write("\n".join(report_text) + "\n")
+    # ... and its side-by-side table of the two runs.
+    summaries = summarize_runs(
+        {name: compare.read_test_rows(out) for name, out in runs.items()}
+    )
+    steps = {}
+    for run in compared["runs"]:
+        value = run.metrics.get("steps")
+        steps[run.variant] = int(value) if value == value else None  # NaN: unknown
     table = comparison_table(summaries)
     report = {
         "settings": {
@@ -245,7 +225,6 @@ def main(argv=None):
         "optimizer_steps": steps,
         "test": summaries,
     }
-    os.makedirs(output, exist_ok=True)
     with open(output / "comparison.json", "w", encoding="utf-8") as fout:
         json.dump(report, fout, indent=2)
     print()
@@ -254,6 +233,7 @@ def main(argv=None):
     print(table)
     print(f"\nPer-utterance results: {output}/<run>/test_results.csv")
     print(f"Summary: {output / 'comparison.json'}")
+    print(f"Plots, tables and hardest mixtures: {report_dir}")
     return report
 
 

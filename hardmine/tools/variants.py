@@ -46,7 +46,7 @@ import time
 from hardmine.plainyaml import Tagged, read_fields
 from hardmine.validation import ConfigError, check_int
 
-__all__ = ["RunSpec", "epoch_field", "plan_runs", "run_variants", "main"]
+__all__ = ["RunSpec", "epoch_field", "plan_runs", "run_variants", "console_tail", "main"]
 
 
 class RunSpec:
@@ -128,6 +128,8 @@ def plan_runs(
     extra=(),
     python=None,
     check_files=True,
+    names=None,
+    seed_folders=True,
 ):
     """The runs to do, in order (variant by variant, seeds inside).
 
@@ -152,10 +154,23 @@ def plan_runs(
         Interpreter (default: the current one).
     check_files : bool
         Whether to check that the files exist (and resolve them).
+    names : list of str, optional
+        Variant names, one per file (default: the file names without
+        extension).
+    seed_folders : bool
+        True: runs go to ``<out>/<variant>/<seed>``; False (one seed only):
+        to ``<out>/<variant>``.
 
     Returns
     -------
     list of RunSpec
+
+    Example
+    -------
+    >>> plan = plan_runs("train.py", ["a.yaml", "b.yaml"], [7], "/out", check_files=False,
+    ...                  names=["baseline", "mined"], seed_folders=False)
+    >>> [(r.variant, r.output_folder) for r in plan]
+    [('baseline', '/out/baseline'), ('mined', '/out/mined')]
     """
     if not variant_files:
         raise ConfigError("variants", "give at least one variant YAML file")
@@ -176,17 +191,24 @@ def plan_runs(
     out = os.path.abspath(out) if check_files else out
     python = python or sys.executable
 
-    names = {}
-    for path in variant_files:
-        name = os.path.splitext(os.path.basename(path))[0]
-        if name in names:
+    if not seed_folders and len(seeds) > 1:
+        raise ConfigError("--seeds", "several seeds need a folder per seed")
+    if names is None:
+        names = [os.path.splitext(os.path.basename(p))[0] for p in variant_files]
+    elif len(names) != len(variant_files):
+        raise ConfigError(
+            "names", f"{len(names)} names for {len(variant_files)} variant files"
+        )
+    files = {}
+    for name, path in zip(names, variant_files):
+        if name in files:
             raise ConfigError(
-                "variants", f"{names[name]} and {path} would share the folder {name}/"
+                "variants", f"{files[name]} and {path} would share the folder {name}/"
             )
-        names[name] = path
+        files[name] = path
 
     plan = []
-    for name, path in names.items():
+    for name, path in files.items():
         yaml_path = _variant_file(path, recipe_dir, check_files)
         budget = []
         if step_budget is not None:
@@ -194,7 +216,9 @@ def plan_runs(
         if epochs is not None:
             budget += [f"--{epoch_field(yaml_path)}", str(epochs)]
         for seed in seeds:
-            folder = os.path.join(out, name, str(seed))
+            folder = os.path.join(out, name)
+            if seed_folders:
+                folder = os.path.join(folder, str(seed))
             command = [python, train_script, yaml_path, "--seed", str(seed)]
             command += ["--output_folder", folder] + budget + list(extra)
             plan.append(RunSpec(name, seed, folder, command, recipe_dir))
@@ -205,7 +229,8 @@ def _done(spec):
     return os.path.isfile(os.path.join(spec.output_folder, "test_results.csv"))
 
 
-def _tail(path, lines=15):
+def console_tail(path, lines=15):
+    """The last ``lines`` lines of a run's console file (empty if unreadable)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             return "".join(handle.readlines()[-lines:])
@@ -213,8 +238,23 @@ def _tail(path, lines=15):
         return ""
 
 
-def run_variants(plan, rerun=False, echo=print, env=None):
+def run_variants(plan, rerun=False, echo=print, env=None, progress=None):
     """Run the planned trainings one after the other.
+
+    Arguments
+    ---------
+    plan : list of RunSpec
+        From :func:`plan_runs`.
+    rerun : bool
+        Run again even if a run's test results exist (SpeechBrain then
+        resumes from the run's last checkpoint).
+    echo : callable
+        Receives each status message.
+    env : dict, optional
+        Environment of the runs (default: this process's).
+    progress : callable, optional
+        ``progress(spec, line)`` receives every line of a run's console
+        output as it comes (all of it also goes to ``variants_console.txt``).
 
     Returns
     -------
@@ -245,22 +285,29 @@ def run_variants(plan, rerun=False, echo=print, env=None):
         echo(f"{tag}: training in {spec.output_folder}")
         start = time.perf_counter()
         with open(console, "w", encoding="utf-8") as handle:
-            completed = subprocess.run(
+            proc = subprocess.Popen(
                 spec.command,
                 cwd=spec.cwd,
-                stdout=handle,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env=env,
-                check=False,
+                text=True,
+                errors="replace",
+                bufsize=1,
             )
+            for line in proc.stdout:
+                handle.write(line)
+                if progress is not None:
+                    progress(spec, line.rstrip("\n"))
+            returncode = proc.wait()
         elapsed = time.perf_counter() - start
-        status = "done" if completed.returncode == 0 else "failed"
+        status = "done" if returncode == 0 else "failed"
         info = {
             "variant": spec.variant,
             "seed": spec.seed,
             "command": spec.command,
             "cwd": spec.cwd,
-            "returncode": completed.returncode,
+            "returncode": returncode,
             "wall_time_s": elapsed,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
@@ -273,8 +320,8 @@ def run_variants(plan, rerun=False, echo=print, env=None):
             echo(f"{tag}: finished in {elapsed:.1f} s")
         else:
             echo(
-                f"{tag}: FAILED (exit {completed.returncode}) after {elapsed:.1f} s; "
-                f"last lines of {console}:\n{_tail(console)}"
+                f"{tag}: FAILED (exit {returncode}) after {elapsed:.1f} s; "
+                f"last lines of {console}:\n{console_tail(console)}"
             )
         outcomes.append(
             {
@@ -282,7 +329,7 @@ def run_variants(plan, rerun=False, echo=print, env=None):
                 "seed": spec.seed,
                 "output_folder": spec.output_folder,
                 "status": status,
-                "returncode": completed.returncode,
+                "returncode": returncode,
                 "wall_time_s": elapsed,
             }
         )

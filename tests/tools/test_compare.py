@@ -4,6 +4,8 @@ import csv
 import json
 import math
 import os
+import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -599,6 +601,9 @@ if h["fail"]:
     sys.exit("this variant is broken on purpose")
 out = h["output_folder"]
 os.makedirs(out, exist_ok=True)
+if h.get("template"):  # files of a real run (sampler checkpoint ...) to start from
+    import shutil
+    shutil.copytree(h["template"], out, dirs_exist_ok=True)
 with open(os.path.join(out, "seen.json"), "w") as f:
     json.dump({"cwd": os.getcwd(), "run_opts": run_opts, "epochs": h["n_ep"],
                "seed": h["seed"], "extra": h["extra"]}, f)
@@ -642,6 +647,56 @@ def fake_recipe(tmp_path):
         VARIANT_YAML.format(quality=0, fail="true")
     )
     return recipe
+
+
+def test_comparison_reports_are_skipped_not_runs(sep_results, tmp_path, capsys):
+    report = sep_results / "compare"
+    assert compare.main([str(sep_results), "--out", str(report)]) == 0
+    assert compare.is_report(str(report))
+    capsys.readouterr()
+    # As a shell glob such as results/*/ would give them, the report included.
+    paths = sorted(str(p) for p in sep_results.iterdir())
+    assert str(report) in paths
+    out = tmp_path / "again"
+    assert compare.main([*paths, "--out", str(out)]) == 0
+    assert (
+        f"Skipped (comparison reports, not runs): {report}" in capsys.readouterr().out
+    )
+    with open(out / "runs.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    # Only reports: nothing to compare.
+    assert compare.main([str(report), "--out", str(tmp_path / "x")]) == 2
+    assert "comparison report(s), no run output" in capsys.readouterr().err
+
+
+def test_plan_names_and_flat_folders(fake_recipe, tmp_path):
+    train = str(fake_recipe / "train.py")
+    files = ["hparams/plain.yaml", "hparams/mined.yaml"]
+    plan = variants.plan_runs(
+        train, files, [4], str(tmp_path), names=["a", "b"], seed_folders=False
+    )
+    assert [(r.variant, r.output_folder) for r in plan] == [
+        ("a", str(tmp_path / "a")),
+        ("b", str(tmp_path / "b")),
+    ]
+    with pytest.raises(variants.ConfigError, match="^--seeds: several seeds"):
+        variants.plan_runs(train, files, [1, 2], str(tmp_path), seed_folders=False)
+    with pytest.raises(variants.ConfigError, match="^names: 1 names for 2"):
+        variants.plan_runs(train, files, [1], str(tmp_path), names=["a"])
+
+
+def test_progress_gets_each_console_line(fake_recipe, tmp_path):
+    plan = variants.plan_runs(
+        str(fake_recipe / "train.py"), ["hparams/plain.yaml"], [1], str(tmp_path)
+    )
+    lines = []
+    (outcome,) = variants.run_variants(
+        plan, echo=lambda text: None, progress=lambda spec, line: lines.append(line)
+    )
+    assert outcome["status"] == "done" and lines == ["trained 0 1"]
+    console = tmp_path / "plain" / "1" / "variants_console.txt"
+    assert console.read_text() == "trained 0 1\n"
+    assert variants.console_tail(str(console)) == "trained 0 1\n"
 
 
 def test_epoch_field_follows_the_counter(fake_recipe, tmp_path):
@@ -730,12 +785,91 @@ def test_dry_run_prints_commands(fake_recipe, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def readme_commands(section):
+    """The first ```bash block of one ``## section`` of README.md."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    body = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## )", text, re.M | re.S)
+    return re.search(r"^```bash\n(.*?)^```", body.group(1), re.M | re.S).group(1)
+
+
+@pytest.mark.slow
+def test_readme_comparing_variants_commands_work_as_written(tmp_path):
+    """README "Comparing variants", run as written on a stand-in recipe.
+
+    Only the recipe folder changes (a fast fake with the same hparams file
+    names and fields); seeds, budget, folders, the shell glob and the
+    overrides are the README's.
+    """
+    commands = readme_commands("Comparing variants")
+    real = "recipes/WSJ0Mix/separation/"
+    assert real in commands
+    recipe = tmp_path / "recipe"
+    (recipe / "hparams").mkdir(parents=True)
+    (recipe / "train.py").write_text(FAKE_RECIPE)
+    # Every override after "--" is a field of the recipe's YAML files.
+    overrides = shlex.split(commands.replace("\\\n", " "))
+    overrides = overrides[overrides.index("--") + 1 :]
+    overrides = (
+        overrides[: overrides.index("python")] if "python" in overrides else overrides
+    )
+    fields = "".join(f"{k[2:]}: 0\n" for k in overrides[::2])
+    # The ISBL variant's runs start from the files of a run with a sampler
+    # checkpoint, for the hardest-examples command.
+    template = tmp_path / "template"
+    ids = [f"mix{i}" for i in range(6)]
+    sep_run(
+        template,
+        1,
+        BASE,
+        [-1.0, -2.0],
+        mining_records([5, 10], [0, 0], [0, 0]),
+        sampler_ids=ids,
+    )
+    for name, quality, start in (
+        ("sepformer", 0, "null"),
+        ("sepformer_isbl", 5, template),
+    ):
+        (recipe / "hparams" / f"{name}.yaml").write_text(
+            VARIANT_YAML.format(quality=quality, fail="false")
+            + f"template: {start}\n"
+            + fields
+        )
+    script = "set -e\n" + commands.replace(real, f"{recipe}/")
+    script = re.sub(r"^python ", f"{shlex.quote(sys.executable)} ", script, flags=re.M)
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=work, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+    results = work / "results" / "compare"
+    seen = json.loads((results / "sepformer_isbl" / "2" / "seen.json").read_text())
+    assert seen["epochs"] == 5 and seen["seed"] == 2  # --epochs 5, --seeds 1 2 3
+    assert sorted(os.listdir(results / "sepformer")) == ["1", "2", "3"]
+    # The variants runner's own report, then the documented second comparison,
+    # which skipped that report among the glob's folders.
+    for report in ("compare", "report"):
+        with open(results / report / "summary.csv", newline="") as f:
+            rows = {r["variant"]: r for r in csv.DictReader(f)}
+        assert set(rows) == {"sepformer", "sepformer_isbl"}
+        assert {r["n_seeds"] for r in rows.values()} == {"3"}
+        assert float(rows["sepformer_isbl"]["si-snr_i_mean_mean"]) == pytest.approx(8.0)
+    assert (
+        "Skipped (comparison reports, not runs): results/compare/compare/"
+        in done.stdout
+    )
+    # hardmine.tools.hardest on the ISBL run of seed 1: the sampler's ranking.
+    assert "checkpoint: results/compare/sepformer_isbl/1/save/CKPT+" in done.stdout
+    assert "mix5" in done.stdout.split("checkpoint:")[-1]
+
+
 @pytest.mark.slow
 def test_real_recipe_bothcompare_and_hardest(tmp_path):
     """Two variants of the WSJ0Mix recipe on generated data, compared end to end."""
-    from hardmine import hardest
     from hardmine.synthetic.layouts import make_wsj0mix
     from hardmine.tasks.separation import TINY_OVERRIDES
+    from hardmine.tools import hardest
 
     data = make_wsj0mix(
         str(tmp_path / "data"), sizes={"tr": 6, "cv": 2, "tt": 3}, seconds=0.5
