@@ -50,6 +50,7 @@ True
 import numpy as np
 
 from hardmine.catpow_plan import (
+    GroupPlan,
     UtteranceTable,
     alias_table,
     cut_batches,
@@ -107,7 +108,9 @@ class CategoryDatasetPowerSampler(BatchSamplerBase):
     Feedback, sharding, resuming and checkpoints are those of
     :class:`~hardmine.sampler_base.BatchSamplerBase`; the leaf is an
     :class:`~hardmine.sampler_base.ISBLLeaf` or a
-    :class:`~hardmine.sampler_base.RoundRobinLeaf`.
+    :class:`~hardmine.sampler_base.RoundRobinLeaf`. The groups, their
+    probabilities and alias tables are the attribute ``group_plan`` (a
+    :class:`~hardmine.catpow_plan.GroupPlan`).
 
     Arguments
     ---------
@@ -224,7 +227,14 @@ class CategoryDatasetPowerSampler(BatchSamplerBase):
                 f"{self.batch_bins:g} is smaller than utterance {table.ids[largest]!r} "
                 f"({table.bins[largest]:g} bins)",
             )
-        self._build_groups()
+        self.group_plan = GroupPlan(
+            table, self.category_upsampling_factor, self.dataset_upsampling_factor
+        )
+        self._group_of = self.group_plan.group_of
+        self._mean_bins = self.group_plan.total_bins / len(table)
+        self.num_draws = int(
+            self.dataset_scaling_factor * self.group_plan.total_bins / self._mean_bins
+        )
         self._leaf = self._make_leaf(self._group_of)
         # The round-robin plan gives len() (and a static leaf's batches).
         self._round_robin = self._leaf
@@ -232,10 +242,6 @@ class CategoryDatasetPowerSampler(BatchSamplerBase):
             self._round_robin = RoundRobinLeaf(self._group_of)
         self._plan_cache = None
         self._groups_cache = None
-
-    def _setup(self, table, **options):
-        """Build on an :class:`UtteranceTable` (``benchmarks/catpow_bench.py``)."""
-        CategoryDatasetPowerSampler.__init__(self, table, **options)
 
     @classmethod
     def from_espnet_files(
@@ -277,77 +283,27 @@ class CategoryDatasetPowerSampler(BatchSamplerBase):
         )
         return cls(table, **options)
 
-    def _build_groups(self):
-        """(dataset, category) groups, their probabilities and alias tables."""
-        table = self.table
-        n_cat = len(table.category_names)
-        key = table.dataset_of * n_cat + table.category_of
-        uniq, self._group_of = np.unique(key, return_inverse=True)
-        self._group_of = self._group_of.astype(np.int64).ravel()
-        self._group_dataset = uniq // n_cat
-        self._group_category = uniq % n_cat
-        n_groups = len(uniq)
-        n_datasets = len(table.dataset_names)
-        self._group_bins = np.bincount(
-            self._group_of, weights=table.bins, minlength=n_groups
-        )
-        self._group_size = np.bincount(self._group_of, minlength=n_groups)
-        dataset_bins = np.bincount(
-            self._group_dataset, weights=self._group_bins, minlength=n_datasets
-        )
-        total_bins = float(dataset_bins.sum())
-
-        within = (
-            self._group_bins / dataset_bins[self._group_dataset]
-        ) ** self.category_upsampling_factor
-        within /= np.bincount(
-            self._group_dataset, weights=within, minlength=n_datasets
-        )[self._group_dataset]
-        across = (dataset_bins / total_bins) ** self.dataset_upsampling_factor
-        across /= across.sum()
-        self._p_category = within
-        self._p_dataset = across
-
-        # Alias tables: P(d), and P(l | d) per dataset (aliases as group numbers)
-        self._keep_dataset, self._alias_dataset = alias_table(across)
-        self._group_start = np.searchsorted(self._group_dataset, np.arange(n_datasets))
-        self._groups_in = np.bincount(self._group_dataset, minlength=n_datasets)
-        self._keep_within = np.empty(n_groups)
-        self._alias_within = np.empty(n_groups, dtype=np.int64)
-        for d in range(n_datasets):
-            lo = self._group_start[d]
-            hi = lo + self._groups_in[d]
-            keep, alias = alias_table(within[lo:hi])
-            self._keep_within[lo:hi] = keep
-            self._alias_within[lo:hi] = lo + alias
-
-        self._mean_bins = total_bins / len(table)
-        self.num_draws = int(self.dataset_scaling_factor * total_bins / self._mean_bins)
-
     # ------------------------------------------------------------ inspection
     @property
     def groups(self):
         """The ``(dataset, category)`` groups, in the sampler's order."""
-        names_d, names_c = self.table.dataset_names, self.table.category_names
-        return [
-            (names_d[d], names_c[c])
-            for d, c in zip(self._group_dataset.tolist(), self._group_category.tolist())
-        ]
+        return self.group_plan.groups
 
     @property
     def dataset_probabilities(self):
         """``{dataset: P(d)}``."""
-        return dict(zip(self.table.dataset_names, self._p_dataset.tolist()))
+        return dict(zip(self.table.dataset_names, self.group_plan.p_dataset.tolist()))
 
     @property
     def category_probabilities(self):
         """``{(dataset, category): P(l | d)}``."""
-        return dict(zip(self.groups, self._p_category.tolist()))
+        return dict(zip(self.groups, self.group_plan.p_category.tolist()))
 
     @property
     def group_probabilities(self):
         """``{(dataset, category): P(d) P(l | d)}``."""
-        joint = self._p_dataset[self._group_dataset] * self._p_category
+        plan = self.group_plan
+        joint = plan.p_dataset[plan.group_dataset] * plan.p_category
         return dict(zip(self.groups, joint.tolist()))
 
     def group_of_index(self, indices):
@@ -358,22 +314,7 @@ class CategoryDatasetPowerSampler(BatchSamplerBase):
     def _draw_groups(self, rng):
         """Per-epoch shuffle and the sequence of groups of all draws."""
         perm = rng.permutation(len(self.table))
-        uniform = rng.random((self.num_draws, 2))
-        # dataset ~ P(d), then category ~ P(l | d), both by the alias method
-        scaled = uniform[:, 0] * len(self._keep_dataset)
-        slot = np.minimum(scaled.astype(np.int64), len(self._keep_dataset) - 1)
-        datasets = np.where(
-            scaled - slot < self._keep_dataset[slot], slot, self._alias_dataset[slot]
-        )
-        width = self._groups_in[datasets]
-        scaled = uniform[:, 1] * width
-        slot = np.minimum(scaled.astype(np.int64), width - 1)
-        scaled -= slot
-        slot += self._group_start[datasets]
-        groups = np.where(
-            scaled < self._keep_within[slot], slot, self._alias_within[slot]
-        )
-        return perm, groups
+        return perm, self.group_plan.draw(rng.random((self.num_draws, 2)))
 
     def group_sequence(self, epoch=None):
         """Group number of every draw of an epoch (default: the current one)."""
@@ -508,7 +449,7 @@ class CategoryDatasetPowerSampler(BatchSamplerBase):
 
     def __repr__(self):
         return (
-            f"{type(self).__name__}(utterances={len(self.table)}, groups={len(self._group_size)}, "
+            f"{type(self).__name__}(utterances={len(self.table)}, groups={len(self.group_plan.group_size)}, "
             f"draws={self.num_draws}, batch_bins={self.batch_bins:g}, "
             f"beta_L={self.category_upsampling_factor:g}, beta_D={self.dataset_upsampling_factor:g}, "
             f"leaf={self.leaf!r})"

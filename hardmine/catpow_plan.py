@@ -3,8 +3,10 @@
 :class:`UtteranceTable` holds every utterance's size in bins, category and
 dataset, read from a SpeechBrain dataset (:func:`table_from_dataset`) or
 from ESPnet/Kaldi-style map files (:func:`read_espnet_files`).
-:func:`alias_table` draws from a fixed distribution in constant time and
-:func:`cut_batches` cuts a sequence of draws into batches of ``batch_bins``.
+:func:`alias_table` draws from a fixed distribution in constant time,
+:class:`GroupPlan` picks the ``(dataset, category)`` group of every draw with
+them, and :func:`cut_batches` cuts a sequence of draws into batches of
+``batch_bins``.
 :class:`~hardmine.catpow.CategoryDatasetPowerSampler` plans its epochs with
 them.
 
@@ -25,6 +27,7 @@ from hardmine.validation import ConfigError
 
 __all__ = [
     "SINGLE_DATASET",
+    "GroupPlan",
     "UtteranceTable",
     "alias_table",
     "cut_batches",
@@ -398,3 +401,93 @@ def cut_batches(prefix, batch_bins, min_batch_size, max_batch_size):
     starts = np.array(chain, dtype=np.int64)
     ends = np.minimum(raw[starts], total)
     return starts, ends, bool(raw[starts[-1]] <= total)
+
+
+class GroupPlan:
+    """The ``(dataset, category)`` groups of a table and the powers that pick them.
+
+    Groups are ordered by dataset, then category name. A draw picks dataset
+    ``d`` with ``P(d) ∝ (N_d / M) ** dataset_power`` and group ``(d, l)`` of it
+    with ``P(l | d) ∝ (n_ld / N_d) ** category_power`` (sizes in bins), each
+    by an alias table.
+
+    Arguments
+    ---------
+    table : UtteranceTable
+    category_power, dataset_power : float
+        ``beta_L`` and ``beta_D`` (>= 0).
+
+    Example
+    -------
+    >>> table = UtteranceTable(["a", "b", "c"], [1.0, 1.0, 2.0], ["x", "x", "y"])
+    >>> plan = GroupPlan(table, category_power=0.0, dataset_power=1.0)
+    >>> plan.groups, plan.group_of.tolist(), plan.p_category.tolist()
+    ([('all', 'x'), ('all', 'y')], [0, 0, 1], [0.5, 0.5])
+    >>> plan.draw(np.array([[0.0, 0.2], [0.0, 0.7]])).tolist()
+    [0, 1]
+    """
+
+    def __init__(self, table, category_power, dataset_power):
+        self.table = table
+        n_cat = len(table.category_names)
+        key = table.dataset_of * n_cat + table.category_of
+        uniq, group_of = np.unique(key, return_inverse=True)
+        self.group_of = group_of.astype(np.int64).ravel()
+        self.group_dataset = uniq // n_cat
+        self.group_category = uniq % n_cat
+        n_groups = len(uniq)
+        n_datasets = len(table.dataset_names)
+        group_bins = np.bincount(self.group_of, weights=table.bins, minlength=n_groups)
+        self.group_size = np.bincount(self.group_of, minlength=n_groups)
+        dataset_bins = np.bincount(
+            self.group_dataset, weights=group_bins, minlength=n_datasets
+        )
+        self.total_bins = float(dataset_bins.sum())
+
+        within = (group_bins / dataset_bins[self.group_dataset]) ** category_power
+        within /= np.bincount(self.group_dataset, weights=within, minlength=n_datasets)[
+            self.group_dataset
+        ]
+        across = (dataset_bins / self.total_bins) ** dataset_power
+        across /= across.sum()
+        self.p_category = within
+        self.p_dataset = across
+
+        # Alias tables: P(d), and P(l | d) per dataset (aliases as group numbers)
+        self.keep_dataset, self.alias_dataset = alias_table(across)
+        self.group_start = np.searchsorted(self.group_dataset, np.arange(n_datasets))
+        self.groups_in = np.bincount(self.group_dataset, minlength=n_datasets)
+        self.keep_within = np.empty(n_groups)
+        self.alias_within = np.empty(n_groups, dtype=np.int64)
+        for d in range(n_datasets):
+            lo = self.group_start[d]
+            hi = lo + self.groups_in[d]
+            keep, alias = alias_table(within[lo:hi])
+            self.keep_within[lo:hi] = keep
+            self.alias_within[lo:hi] = lo + alias
+
+    @property
+    def groups(self):
+        """The ``(dataset, category)`` name pairs, in group order."""
+        names_d, names_c = self.table.dataset_names, self.table.category_names
+        return [
+            (names_d[d], names_c[c])
+            for d, c in zip(self.group_dataset.tolist(), self.group_category.tolist())
+        ]
+
+    def draw(self, uniform):
+        """The group of each draw from a ``(T, 2)`` array of uniforms in ``[0, 1)``.
+
+        Column 0 picks the dataset, column 1 the category of that dataset.
+        """
+        scaled = uniform[:, 0] * len(self.keep_dataset)
+        slot = np.minimum(scaled.astype(np.int64), len(self.keep_dataset) - 1)
+        datasets = np.where(
+            scaled - slot < self.keep_dataset[slot], slot, self.alias_dataset[slot]
+        )
+        width = self.groups_in[datasets]
+        scaled = uniform[:, 1] * width
+        slot = np.minimum(scaled.astype(np.int64), width - 1)
+        scaled -= slot
+        slot += self.group_start[datasets]
+        return np.where(scaled < self.keep_within[slot], slot, self.alias_within[slot])
