@@ -46,7 +46,14 @@ import time
 from hardmine.plainyaml import Tagged, read_fields
 from hardmine.validation import ConfigError, check_int
 
-__all__ = ["RunSpec", "epoch_field", "plan_runs", "run_variants", "console_tail", "main"]
+__all__ = [
+    "RunSpec",
+    "epoch_field",
+    "plan_runs",
+    "run_variants",
+    "console_tail",
+    "main",
+]
 
 
 class RunSpec:
