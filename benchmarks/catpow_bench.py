@@ -47,8 +47,7 @@ def make_sampler(n, seed=0):
         [f"cat{c:03d}" for c in cats],
         [f"set{d}" for d in dsets],
     )
-    sampler = CategoryDatasetPowerSampler.__new__(CategoryDatasetPowerSampler)
-    sampler._setup(
+    sampler = CategoryDatasetPowerSampler(
         table,
         batch_bins=BATCH_BINS,
         category_upsampling_factor=0.3,
@@ -61,18 +60,18 @@ def make_sampler(n, seed=0):
 def loop_plan(sampler, epoch):
     """The per-draw Python loop of the same algorithm (same random stream)."""
     rng = sampler._generator(epoch)
-    n_groups = len(sampler._group_size)
-    group_of = sampler._group_of.tolist()
+    n_groups = len(sampler.group_plan.group_size)
+    group_of = sampler.group_plan.group_of.tolist()
     members = [[] for _ in range(n_groups)]
     for i in rng.permutation(len(sampler.table)).tolist():
         members[group_of[i]].append(i)
-    keep_dataset = sampler._keep_dataset.tolist()
-    alias_dataset = sampler._alias_dataset.tolist()
+    keep_dataset = sampler.group_plan.keep_dataset.tolist()
+    alias_dataset = sampler.group_plan.alias_dataset.tolist()
     n_datasets = len(keep_dataset)
-    first_group = sampler._group_start.tolist()
-    groups_in = sampler._groups_in.tolist()
-    keep_within = sampler._keep_within.tolist()
-    alias_within = sampler._alias_within.tolist()
+    first_group = sampler.group_plan.group_start.tolist()
+    groups_in = sampler.group_plan.groups_in.tolist()
+    keep_within = sampler.group_plan.keep_within.tolist()
+    alias_within = sampler.group_plan.alias_within.tolist()
     pointer = [0] * n_groups
     draws = []
     for _ in range(sampler.num_draws):
