@@ -184,11 +184,16 @@ class HardMiningBrain(sb.Brain):
     def make_dataloader(
         self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
     ):
-        """Build loaders; the training one draws from the mining sampler if set."""
+        """Build loaders; the training one draws from the mining sampler if set.
+
+        A ``mining_sampler`` factory that returns None leaves the ordinary loader.
+        """
         if stage == sb.Stage.TRAIN:
             self._check_class_bias(dataset)
+        sampler = None
         if stage == sb.Stage.TRAIN and self.sampler_factory is not None:
             sampler = self.sampler_factory(dataset)
+        if sampler is not None:
             for key in ("batch_size", "shuffle", "sampler", "drop_last"):
                 loader_kwargs.pop(key, None)
             loader_kwargs["batch_sampler"] = sampler

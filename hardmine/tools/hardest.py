@@ -69,6 +69,7 @@ import numpy as np
 import yaml
 
 from hardmine.plainyaml import Tagged, read_fields
+from hardmine.sampler_choice import saved_choice
 from hardmine.validation import ConfigError, check_int
 
 __all__ = [
@@ -140,7 +141,7 @@ def sampler_config(hparams):
     tuple or None
         ``(class_path, kwargs)``, or None when the run used no sampler.
     """
-    entry = hparams.get("mining_sampler")
+    entry = saved_choice(hparams.get("mining_sampler"))
     if entry is None:
         return None
     if not isinstance(entry, Tagged) or not entry.tag.startswith("name:"):
