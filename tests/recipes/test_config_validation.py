@@ -47,7 +47,15 @@ RECIPES = {
     "wsj": ROOT / "recipes/WSJ0Mix/separation",
 }
 KWS_CLASSES = 5  # yes, no, up, _unknown_ (cat), _silence_
-KWS_ARGS = ["--number_of_epochs", "1", "--n_classes", str(KWS_CLASSES), *KWS_TINY_MODEL]
+KWS_ARGS = [
+    "--number_of_epochs",
+    "1",
+    "--n_classes",
+    str(KWS_CLASSES),
+    *KWS_TINY_MODEL,
+    "--num_workers",
+    "0",
+]
 WSJ_ARGS = [
     *TINY_OVERRIDES["sepformer"],
     "--N_epochs",
@@ -318,10 +326,48 @@ CONFIG_CASES = {
     ),
     "reweighting mode unknown": (
         "kws",
-        _edited("kws", "kws_robust", [("    mode: robust\n", "    mode: focal\n")]),
+        _edited(
+            "kws", "kws_robust", [("reweight_mode: robust\n", "reweight_mode: focal\n")]
+        ),
         [],
         "reweight_mode",
         r"must be one of .*'focal'",
+    ),
+    "reweight_mode unknown (separation)": (
+        "wsj",
+        "sepformer",
+        ["--reweight_mode", "focal"],
+        "reweight_mode",
+        r"must be one of .*'focal'",
+    ),
+    # The sampler handle (hardmine.sampler_choice)
+    "sampler unknown": (
+        "kws",
+        "kws",
+        ["--sampler", "loss_power"],
+        "sampler",
+        r"must be one of 'none', 'isbl', 'catpow', got 'loss_power'",
+    ),
+    "sampler unknown (separation)": (
+        "wsj",
+        "sepformer_isbl",
+        ["--sampler", "ISBL"],
+        "sampler",
+        r"must be one of .*got 'ISBL'",
+    ),
+    "catpow without a category column (separation)": (
+        "wsj",
+        "sepformer",
+        ["--sampler", "catpow"],
+        "category_field",
+        r"no field None",
+    ),
+    "catpow_category_field unknown column": (
+        "kws",
+        "kws",
+        ["--sampler", "catpow", "--catpow_category_field", "speaker"],
+        "category_field",
+        r"no field 'speaker'",
     ),
     "decreasing schedule without reweight_temperature_final": (
         "kws",
@@ -469,13 +515,21 @@ def test_no_favoured_class_in_the_data(run):
 
 
 # The fragment each family of options feeds, as the recipes include it.
-OPTION_OWNERS = {"isbl_": "mining_sampler", "reweight_": "reweighting"}
+OPTION_OWNERS = {
+    "isbl_": "mining_sampler.isbl",
+    "catpow_": "mining_sampler.catpow",
+    "reweight_": "reweighting",
+}
 
 # How the command line names the field of a case that no option of the case
 # feeds (by default: the option named after the field, with its value).
 CLI_LEADS = {
-    # The fragment's ``mode`` has no handle: the field alone.
+    # Set in the YAML file, no option given: the handle alone.
     "reweighting mode unknown": "reweight_mode",
+    # Fed by catpow_category_field, which the case does not give.
+    "catpow without a category column (separation)": (
+        "catpow_category_field (mining_sampler.catpow field category_field)"
+    ),
     # Fed by a handle the case does not give: named without a value.
     "decreasing schedule without reweight_temperature_final": (
         "reweight_temperature_final (reweighting field temperature_final)"
@@ -573,14 +627,25 @@ def _recipe_yaml(recipe, name):
 
 def test_forwarded_fields_read_from_the_recipe():
     forwarded = forwarded_fields(_recipe_yaml("kws", "kws_isbl"))
-    assert ("alpha", "isbl_alpha", "mining_sampler") in forwarded
+    assert ("alpha", "isbl_alpha", "mining_sampler.isbl") in forwarded
     assert ("isbl_alpha", "isbl_alpha", "") in forwarded
-    assert field_handles("alpha", forwarded) == {"isbl_alpha": ["mining_sampler"]}
+    assert ("kind", "sampler", "mining_sampler") in forwarded
+    # Both samplers of the choice have a loss power, each its own handle.
+    assert field_handles("alpha", forwarded) == {
+        "isbl_alpha": ["mining_sampler.isbl"],
+        "catpow_alpha": ["mining_sampler.catpow"],
+    }
+    assert field_handles("pool_mix", forwarded) == {
+        "isbl_pool_mix": ["mining_sampler.isbl"]
+    }
     # A top-level field is its own handle, also when a fragment uses it.
     assert field_handles("loss_upper_lim", forwarded) == {
         "loss_upper_lim": ["loss_limit"]
     }
-    assert field_handles("mode", forwarded) == {}
+    assert field_handles("sampler", forwarded) == {"sampler": []}
+    assert field_handles("mode", forwarded) == {"reweight_mode": ["reweighting"]}
+    # A field that no handle feeds.
+    assert field_handles("weight_decay", forwarded) == {}
     assert forwarded_fields("/nonexistent/recipe.yaml") == []
 
 
@@ -593,24 +658,33 @@ def test_forwarded_fields_read_from_the_recipe():
             "kws_catpow",
             "max_batch_size",
             ["--batch_size", "0"],
-            "--batch_size 0 (mining_sampler field max_batch_size)",
+            "--batch_size 0 (mining_sampler.catpow field max_batch_size)",
         ),
         (
             "kws",
             "kws_isbl",
             "alpha",
             ["--isbl_alpha=-1"],
-            "--isbl_alpha -1 (mining_sampler field alpha)",
+            "--isbl_alpha -1 (mining_sampler.isbl field alpha)",
         ),
         (
             "kws",
             "kws_isbl",
             "pools",
             ["--isbl_pools", "{a: [x]}"],
-            "--isbl_pools '{a: [x]}' (mining_sampler field pools)",
+            "--isbl_pools '{a: [x]}' (mining_sampler.isbl field pools)",
         ),
         # Set in the YAML file: the handle to change, without a value.
-        ("kws", "kws_isbl", "alpha", [], "isbl_alpha (mining_sampler field alpha)"),
+        (
+            "kws",
+            "kws_isbl",
+            "pool_mix",
+            [],
+            "isbl_pool_mix (mining_sampler.isbl field pool_mix)",
+        ),
+        # Two handles feed alpha (isbl_alpha, catpow_alpha), neither given:
+        # the field alone.
+        ("kws", "kws_isbl", "alpha", [], "alpha"),
         # Two handles can set max_grad_norm: the one given wins, the direct
         # one if both are; neither given: the field alone.
         (
@@ -628,8 +702,12 @@ def test_forwarded_fields_read_from_the_recipe():
             "--max_grad_norm -2",
         ),
         ("wsj", "sepformer", "max_grad_norm", [], "max_grad_norm"),
-        # No handle at all.
+        # A top-level handle that the command line does not give: its name.
         ("wsj", "sepformer_robust", "reweight_mode", ["--lr", "1"], "reweight_mode"),
+        # The sampler handle, in any file.
+        ("wsj", "convtasnet", "sampler", ["--sampler", "foo"], "--sampler foo"),
+        # No handle at all.
+        ("kws", "kws", "weight_decay", ["--lr", "1"], "weight_decay"),
     ],
 )
 def test_command_line_message_names_the_option(recipe, name, field, argv, lead):
@@ -654,7 +732,7 @@ def _exit_line(argv, raise_error, monkeypatch, rank=None):
 def test_config_error_exits_with_one_line(monkeypatch):
     argv = [_recipe_yaml("kws", "kws_isbl"), "--isbl_alpha", "-1"]
     expected = (
-        "error: --isbl_alpha -1 (mining_sampler field alpha): "
+        "error: --isbl_alpha -1 (mining_sampler.isbl field alpha): "
         "must be >= 0.0, got -1.0\n"
     )
 
@@ -723,6 +801,7 @@ def test_train_py_reports_a_bad_option_in_one_line(recipe, name, data, tmp_path)
     assert len(lines) == 1, proc.stderr
     assert "isbl_alpha" in lines[0] and "alpha" in lines[0]
     assert lines[0] == (
-        "error: --isbl_alpha -1 (mining_sampler field alpha): must be >= 0.0, got -1.0"
+        "error: --isbl_alpha -1 (mining_sampler.isbl field alpha): "
+        "must be >= 0.0, got -1.0"
     )
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -12,9 +12,12 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+import speechbrain as sb
+import yaml
 from conftest import KWS_TINY_MODEL
 from hyperpyyaml import load_hyperpyyaml
 
+from hardmine.catpow import CategoryDatasetPowerSampler
 from hardmine.isbl import ISBLSampler
 from hardmine.reweighting import SoftmaxReweighting
 from hardmine.synthetic.gsc import generate_gsc
@@ -78,12 +81,83 @@ def test_variants_differ_only_in_the_mining_section():
         ]
         return kept, mining
 
+    def settings(mining):
+        return [ln for ln in mining.splitlines() if ln and not ln.startswith("#")]
+
     base_head, base_mining = parts("kws")
     assert len(base_head) > 80
     for variant in VARIANTS[1:]:
         head, mining = parts(variant)
         assert head == base_head, variant
         assert mining != base_mining
+        # Full files differing in defaults: the same handles, one value changed.
+        changed = [
+            (a, b)
+            for a, b in zip(settings(base_mining), settings(mining), strict=True)
+            if a != b
+        ]
+        assert changed == [MINING_DEFAULTS[variant]], variant
+
+
+# The one mining default each variant file changes in kws.yaml.
+MINING_DEFAULTS = {
+    "kws_isbl": ("sampler: null", "sampler: isbl"),
+    "kws_catpow": ("sampler: null", "sampler: catpow"),
+    "kws_robust": ("reweight_mode: uniform", "reweight_mode: robust"),
+    "kws_class_bias": ("reweight_mode: uniform", "reweight_mode: class_bias"),
+}
+
+
+def _entries(hparams):
+    """The mining objects of a loaded file, comparable across files."""
+    sampler, rw = hparams["mining_sampler"], hparams["reweighting"]
+    return (
+        None if sampler is None else (sampler.func, sampler.keywords),
+        (rw.mode, rw.schedule.__dict__, rw.class_field, rw.favoured, rw.gamma),
+        hparams["threshold_filter"].threshold,
+        hparams["loss_limit"].loss_upper_lim,
+    )
+
+
+@pytest.mark.parametrize("variant", VARIANTS[1:])
+def test_base_file_takes_every_variant_from_the_command_line(
+    variant, tmp_path, tiny_corpus
+):
+    handle, value = MINING_DEFAULTS[variant][1].split(": ")
+    from_base = _load("kws", tmp_path, tiny_corpus, {handle: value})
+    assert _entries(from_base) == _entries(_load(variant, tmp_path, tiny_corpus))
+
+
+def test_catpow_sampler_from_kws_yaml(tmp_path, tiny_corpus):
+    # python train.py hparams/kws.yaml --sampler catpow
+    _, _, overrides = sb.parse_arguments(
+        [str(RECIPE / "hparams" / "kws.yaml"), "--sampler", "catpow"]
+    )
+    hparams = _load("kws", tmp_path, tiny_corpus, yaml.safe_load(overrides))
+    _prepare(hparams)
+    datasets, _, _ = dataio_prep(hparams, tiny_corpus)
+    sampler = hparams["mining_sampler"](datasets["train"])
+    assert isinstance(sampler, CategoryDatasetPowerSampler)
+    assert sampler.max_batch_size == hparams["batch_size"]
+    assert sampler.min_batch_size == 2
+    assert hparams["reweighting"].mode == "uniform"
+    assert hparams["threshold_filter"].threshold is None  # off for KWS
+    # The baseline itself has no sampler; an unknown one names the handle.
+    assert _load("kws", tmp_path, tiny_corpus)["mining_sampler"] is None
+    with pytest.raises(ConfigError, match="^sampler: .*'foo'") as info:
+        _load("kws", tmp_path, tiny_corpus, {"sampler": "foo"})
+    assert info.value.field == "sampler"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_num_workers_handle(variant, tmp_path, tiny_corpus):
+    # The same handle as in the separation recipes.
+    hparams = _load(variant, tmp_path, tiny_corpus)
+    assert hparams["num_workers"] == 0
+    assert hparams["dataloader_options"]["num_workers"] == 0
+    hparams = _load(variant, tmp_path, tiny_corpus, {"num_workers": 2})
+    assert hparams["dataloader_options"]["num_workers"] == 2
+    assert hparams["test_dataloader_options"]["num_workers"] == 2
 
 
 def test_isbl_yaml_builds_a_pooled_sampler_and_forwards_handles(tmp_path, tiny_corpus):

@@ -22,7 +22,11 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
 
+from hardmine.catpow import CategoryDatasetPowerSampler
 from hardmine.checkpoint import COMPLETE_MARKER
+from hardmine.cli import describe
+from hardmine.isbl import ISBLSampler
+from hardmine.reweighting import SoftmaxReweighting
 from hardmine.synthetic.layouts import make_librimix, make_wsj0mix
 from hardmine.tasks import separation
 from hardmine.validation import ConfigError
@@ -101,6 +105,38 @@ def test_variants_differ_from_baseline_only_in_mining_section(recipe):
     assert "mining_sampler" in mining_keys["sepformer_isbl"]
     assert "reweighting" in mining_keys["sepformer_robust"]
     assert "reweighting" in mining_keys["sepformer_curriculum"]
+    # Full files differing in defaults: the same handles, a few values changed.
+    for variant in VARIANTS:
+        mining = split_sections(yaml_path(recipe, variant).read_text())["Mining"]
+        changed = [
+            (a, b)
+            for a, b in zip(_settings(base["Mining"]), _settings(mining), strict=True)
+            if a != b
+        ]
+        assert changed == MINING_DEFAULTS[variant], variant
+
+
+# The mining defaults each variant file changes in sepformer.yaml.
+MINING_DEFAULTS = {
+    "sepformer_isbl": [
+        ("mining_variant: baseline", "mining_variant: isbl"),
+        ("sampler: null", "sampler: isbl"),
+    ],
+    "sepformer_robust": [
+        ("mining_variant: baseline", "mining_variant: robust"),
+        ("reweight_mode: uniform", "reweight_mode: robust"),
+    ],
+    "sepformer_curriculum": [
+        ("mining_variant: baseline", "mining_variant: curriculum"),
+        ("reweight_mode: uniform", "reweight_mode: curriculum"),
+        ("reweight_schedule: constant", "reweight_schedule: log"),
+        ("reweight_rate: 1.0", "reweight_rate: 10.0"),
+    ],
+}
+
+
+def _settings(lines):
+    return [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
@@ -130,16 +166,122 @@ def test_yaml_loads_with_baseline_semantics(recipe, name):
     for key in ("save_folder", "train_log", "test_results", "test_summary"):
         assert h[key].startswith(out + "/"), key
     assert out.endswith(f"{h['mining_variant']}/{h['seed']}")
+    # Each file switches on its own policy only; the others are off.
     if name == "sepformer_isbl":
         sampler = h["mining_sampler"]
+        assert sampler.func is ISBLSampler
         assert sampler.keywords["transform"] == "db_to_power"
         assert sampler.keywords["batch_size"] == h["batch_size"]
+    else:
+        assert h["sampler"] is None and h["mining_sampler"] is None
     if name == "sepformer_robust":
         assert h["reweighting"].mode == "robust"
-    if name == "sepformer_curriculum":
+    elif name == "sepformer_curriculum":
         assert h["reweighting"].mode == "curriculum"
         t = [h["reweighting"].temperature(epoch, 0) for epoch in (1, 5, 50)]
         assert t[0] < t[1] < t[2]
+    else:
+        assert h["reweighting"].mode == "uniform" and not h["reweighting"].active
+
+
+# Every mining handle, in every separation YAML file.
+MINING_HANDLES = {
+    "threshold",
+    "loss_upper_lim",
+    "max_consecutive_skips",
+    "sampler",
+    "isbl_alpha",
+    "isbl_eps",
+    "isbl_transform",
+    "isbl_pool_field",
+    "isbl_pools",
+    "isbl_pool_mix",
+    "isbl_momentum",
+    "isbl_epoch_length",
+    "catpow_category_field",
+    "catpow_category_beta",
+    "catpow_batch_bins",
+    "catpow_dataset_scaling",
+    "catpow_leaf",
+    "catpow_alpha",
+    "reweight_mode",
+    "reweight_temperature",
+    "reweight_temperature_final",
+    "reweight_schedule",
+    "reweight_rate",
+    "reweight_unit",
+    "reweight_capacity",
+    "reweight_capacity_lr",
+    "reweight_class_field",
+    "reweight_favoured",
+    "reweight_gamma",
+    "num_workers",
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("name", ("sepformer", "convtasnet") + VARIANTS)
+def test_every_file_has_every_mining_handle(recipe, name):
+    fields = yaml.load(
+        yaml_path(recipe, name).read_text(), Loader=separation._PlainLoader
+    )
+    assert MINING_HANDLES <= set(fields), MINING_HANDLES - set(fields)
+
+
+def _command_line(recipe, name, *args):
+    """Load a YAML file with the overrides train.py would get from ``args``."""
+    path = yaml_path(recipe, name)
+    _, _, overrides = sb.parse_arguments([str(path), *args])
+    with open(path) as fin:
+        return load_hyperpyyaml(fin, overrides)
+
+
+def test_any_model_takes_any_policy_from_the_command_line(wsj3):
+    # python train.py hparams/convtasnet.yaml --sampler isbl --reweight_mode robust
+    args = [*separation.TINY_OVERRIDES["convtasnet"], "--num_spks", "3"]
+    h = _command_line(
+        "WSJ0Mix", "convtasnet", *args, "--sampler", "isbl", "--reweight_mode", "robust"
+    )
+    datasets = separation.build_datasets(h, wsj3)
+    sampler = h["mining_sampler"](datasets["train"])
+    assert isinstance(sampler, ISBLSampler)
+    assert sampler.batch_size == h["batch_size"] and sampler.table.alpha == 0.75
+    assert isinstance(h["reweighting"], SoftmaxReweighting)
+    assert h["reweighting"].mode == "robust" and h["reweighting"].active
+    assert h["reweighting"].temperature(1, 0) == 2.0
+    assert h["threshold_filter"].threshold == -30  # SpeechBrain's, still on
+    # The curriculum variant's policy from the baseline file, and back.
+    h = _command_line(
+        "LibriMix",
+        "sepformer",
+        "--data_folder",
+        "/nowhere",
+        "--reweight_mode",
+        "curriculum",
+        "--reweight_schedule",
+        "log",
+        "--reweight_rate",
+        "10.0",
+    )
+    t = [h["reweighting"].temperature(epoch, 0) for epoch in (1, 5, 50)]
+    assert h["reweighting"].mode == "curriculum" and t[0] < t[1] < t[2]
+    h = _command_line("WSJ0Mix", "sepformer_isbl", "--sampler", "none")
+    assert h["mining_sampler"] is None
+    # catpow needs a category column; the prepared lists have none.
+    h = _command_line("WSJ0Mix", "convtasnet", *args, "--sampler", "catpow")
+    assert h["mining_sampler"].func is CategoryDatasetPowerSampler
+    with pytest.raises(ConfigError, match="^category_field: "):
+        h["mining_sampler"](datasets["train"])
+
+
+def test_unknown_sampler_names_the_sampler_handle():
+    with pytest.raises(ConfigError, match="^sampler: .*'foo'") as info:
+        _command_line("WSJ0Mix", "convtasnet", "--sampler", "foo")
+    assert info.value.field == "sampler"
+    path = str(yaml_path("WSJ0Mix", "convtasnet"))
+    assert describe(info.value, [path, "--sampler", "foo"]) == (
+        "error: --sampler foo: must be one of 'none', 'isbl', 'catpow', got 'foo'"
+    )
 
 
 def test_data_folder_defaults():
@@ -477,8 +619,12 @@ def test_wsj0_2mix_isbl_one_epoch_with_overrides(tmp_path):
     assert saved["isbl_alpha"] == 0.5 and saved["threshold"] == -20
     assert {k: saved[k] for k in tiny("sepformer")} == tiny("sepformer")
     text = (out / "hyperparams.yaml").read_text()
-    assert re.search(r"^mining_sampler: !name:hardmine.isbl.ISBLSampler$", text, re.M)
-    assert re.search(r"^  alpha: 0.5$", text, re.M)
+    assert re.search(
+        r"^mining_sampler: !apply:hardmine.sampler_choice.choose_sampler$", text, re.M
+    )
+    assert re.search(r"^  kind: isbl$", text, re.M)
+    assert re.search(r"^  isbl: !name:hardmine.isbl.ISBLSampler$", text, re.M)
+    assert re.search(r"^    alpha: 0.5$", text, re.M)
     assert re.search(r"^  threshold: -20$", text, re.M)
     log = check_outputs(out, n_test=3)
     assert "train sampler_coverage" in log[0]  # mining stats merged into the log

@@ -9,6 +9,7 @@ Usage::
 
     python train.py hparams/kws.yaml                       # baseline
     python train.py hparams/kws_isbl.yaml --isbl_alpha 0.5  # ISBL sampler
+    python train.py hparams/kws.yaml --sampler catpow --reweight_mode robust
     python train.py hparams/kws.yaml --data_folder /data/speech_commands_v0.02 \\
         --task 35 --n_classes 35
     torchrun --nproc_per_node 2 train.py hparams/kws_isbl.yaml \\

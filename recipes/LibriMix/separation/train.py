@@ -10,6 +10,8 @@ Usage
     python train.py hparams/sepformer.yaml --data_folder /data/Libri2Mix
     python train.py hparams/sepformer_isbl.yaml --data_folder /data/Libri2Mix \\
         --isbl_alpha 0.5 --mixture clean
+    python train.py hparams/convtasnet.yaml --data_folder /data/Libri2Mix \\
+        --sampler isbl --reweight_mode robust
     python train.py hparams/convtasnet.yaml --num_spks 3 --data_folder /data/Libri3Mix
     torchrun --nproc_per_node 2 train.py hparams/sepformer.yaml \\
         --data_folder /data/Libri2Mix --device cpu --distributed_backend gloo

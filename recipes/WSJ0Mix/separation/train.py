@@ -9,6 +9,7 @@ Usage
 -----
     python train.py hparams/sepformer.yaml --data_folder /data/wsj0-mix/2speakers
     python train.py hparams/sepformer_isbl.yaml --isbl_alpha 0.5
+    python train.py hparams/convtasnet.yaml --sampler isbl --reweight_mode robust
     python train.py hparams/convtasnet.yaml --num_spks 3 \\
         --data_folder /data/wsj0-mix/3speakers
     python train.py hparams/sepformer.yaml --N_encoder_out 64 --intra_layers 1 \\
