@@ -13,6 +13,14 @@ seed (``results/<variant>/<seed>/``, the recipes' layout); runs of the same
 variant are different seeds and are aggregated as mean and standard
 deviation across seeds (the ``± sd`` in the table; 0 for a single seed).
 
+With two or more variants, a difference table follows each table: for every
+column, the mean difference of each variant to a reference variant
+(``--reference``, default the first), paired over seeds (the same seed of the
+two variants is a pair; a seed of only one of them is left out, as a
+footnote says), with a 95 % percentile-bootstrap interval
+(:func:`hardmine.tools.stats.seed_difference`) and ``*`` when the interval
+excludes 0.
+
 What is read from each run:
 
 * ``test_results.csv``: per-utterance test metrics. Separation runs
@@ -20,7 +28,10 @@ What is read from each run:
   5th and 10th percentiles of SI-SNRi; the low percentiles show the hard
   mixtures that a mean hides. Keyword-spotting runs (``ID, label,
   prediction, correct, score``) give the accuracy and, from
-  ``test_summary.json``, the false-reject rate at each false-alarm budget.
+  ``test_summary.json``, the false-reject rate at each false-alarm budget;
+  the keywords are the ``classes`` of ``test_summary.json`` other than
+  ``_unknown_`` and ``_silence_``. A ``subgroup`` column of a separation
+  file gives the mean SI-SNRi per subgroup.
 * ``mining_stats.jsonl``: optimizer steps, examples filtered, batches
   skipped, broken examples, and the per-epoch spread of the sampler and of
   the loss weights.
@@ -32,11 +43,16 @@ What is read from each run:
   (:mod:`hardmine.tools.hardest`).
 
 Written to ``--out`` (default ``./compare_results``):
-``summary.csv`` / ``summary.json`` (one row per variant), ``runs.csv`` (one
-row per run), ``cdf.png`` (per-utterance metric CDFs, one line per variant),
-``curves.png`` (train and validation curves), ``mining.png`` (sampler
-entropy and effective sample size, weight effective sample size, share of
-examples filtered, per epoch) and ``hardest_<variant>_<seed>.csv``.
+``summary.csv`` / ``summary.json`` (one row per variant; the JSON also
+holds the paired differences with their intervals and the subgroup means),
+``runs.csv`` (one row per run), ``cdf.png`` (per-utterance metric CDFs, one
+line per variant), ``curves.png`` (train and validation curves),
+``mining.png`` (sampler entropy and effective sample size, weight effective
+sample size, share of examples filtered, per epoch), ``det.png`` (keyword
+spotting: false-reject against false-alarm rate on log axes, mean over
+seeds with a min-max band), ``subgroups.png`` (separation with a
+``subgroup`` column: mean SI-SNRi per subgroup and variant with its interval
+over seeds) and ``hardest_<variant>_<seed>.csv``.
 
 Example
 -------
@@ -68,7 +84,15 @@ __all__ = [
     "summarize_seeds",
     "aggregate",
     "format_table",
+    "seed_differences",
+    "format_differences",
+    "keywords_of",
+    "det_frr",
+    "det_curves",
+    "subgroup_means",
     "plot_cdf",
+    "plot_det",
+    "plot_subgroups",
     "plot_curves",
     "plot_mining",
     "compare",
@@ -83,6 +107,11 @@ RUN_MARKERS = (
 )
 
 SEP_METRIC = "si-snr_i"
+#: Optional column of a separation ``test_results.csv`` naming each mixture's
+#: subgroup (drawn as ``subgroups.png`` when present).
+SUBGROUP_COLUMN = "subgroup"
+#: KWS classes that are not keywords (the negatives of detection).
+NON_KEYWORDS = ("_unknown_", "_silence_")
 SEP_COLUMNS = (
     "si-snr_i_mean",
     "si-snr_i_median",
@@ -156,6 +185,13 @@ class Run:
     per_utterance : numpy.ndarray or None
         The per-utterance values plotted as a CDF (SI-SNRi, or the detection
         score of keyword utterances).
+    detection : dict or None
+        Keyword spotting: the finite detection scores of the keyword
+        utterances (``"targets"``) and of the others (``"negatives"``), for
+        the DET curve.
+    subgroups : dict or None
+        Separation with a ``subgroup`` column: subgroup name (in order of
+        first appearance) -> ``{"mean": SI-SNRi mean, "count": mixtures}``.
     epochs : list of dict
         Parsed ``train_log.txt`` lines (see :func:`parse_train_log`).
     mining : list of dict
@@ -178,6 +214,8 @@ class Run:
         self.task = None
         self.metrics = {}
         self.per_utterance = None
+        self.detection = None
+        self.subgroups = None
         self.epochs = []
         self.mining = []
         self.hardest = None
@@ -435,10 +473,32 @@ def _load_separation(run, fields, rows):
             values = np.array([_float(r[metric]) for r in rows])
             run.per_utterance = values[np.isfinite(values)]
     run.metrics["test_utterances"] = len(rows)
+    if SUBGROUP_COLUMN in fields and SEP_METRIC in fields:
+        groups = {}
+        for r in rows:
+            name = (r.get(SUBGROUP_COLUMN) or "").strip()
+            value = _float(r[SEP_METRIC])
+            if name and math.isfinite(value):
+                groups.setdefault(name, []).append(value)
+        run.subgroups = {
+            name: {"mean": float(np.mean(v)), "count": len(v)}
+            for name, v in groups.items()
+        }
 
 
 def _is_negative_label(label):
     return label.startswith("_") and label.endswith("_")
+
+
+def keywords_of(classes):
+    """The keyword classes: every class but those of :data:`NON_KEYWORDS`.
+
+    Example
+    -------
+    >>> keywords_of(["yes", "no", "_silence_", "_unknown_"])
+    ['yes', 'no']
+    """
+    return [c for c in classes if c not in NON_KEYWORDS]
 
 
 def _load_kws(run, rows, summary_path):
@@ -447,13 +507,23 @@ def _load_kws(run, rows, summary_path):
     correct = np.array([_float(r["correct"]) for r in rows])
     run.metrics["accuracy"] = float(np.mean(correct)) if rows else math.nan
     run.metrics["test_utterances"] = len(rows)
-    scores = np.array([_float(r.get("score")) for r in rows])
-    is_target = np.array([not _is_negative_label(r["label"]) for r in rows], bool)
-    run.per_utterance = scores[is_target & np.isfinite(scores)]
     summary = None
     if os.path.isfile(summary_path):
         with open(summary_path, encoding="utf-8") as handle:
             summary = json.load(handle)
+    scores = np.array([_float(r.get("score")) for r in rows])
+    classes = summary.get("classes") if isinstance(summary, dict) else None
+    if isinstance(classes, list) and classes:
+        keywords = set(keywords_of(classes))
+        is_target = np.array([r["label"] in keywords for r in rows], bool)
+    else:
+        is_target = np.array([not _is_negative_label(r["label"]) for r in rows], bool)
+    finite = np.isfinite(scores)
+    run.per_utterance = scores[is_target & finite]
+    run.detection = {
+        "targets": scores[is_target & finite],
+        "negatives": scores[~is_target & finite],
+    }
     if summary and isinstance(summary.get("frr_at_far"), dict):
         for far, res in summary["frr_at_far"].items():
             frr = res.get("frr") if isinstance(res, dict) else None
@@ -461,7 +531,7 @@ def _load_kws(run, rows, summary_path):
         if summary.get("n_targets") not in (None, int(is_target.sum())):
             run.notes.append(
                 f"{summary_path}: {summary['n_targets']} keyword utterances, but "
-                f"{int(is_target.sum())} labels are not _negative_ in test_results.csv"
+                f"{int(is_target.sum())} keyword labels in test_results.csv"
             )
     else:
         # No summary: keywords are the labels not written _like_this_.
@@ -710,6 +780,176 @@ def format_table(rows, columns=None):
             parts = [c.ljust(w) for c, w in zip(cells, widths)]
             parts[1] = cells[1].rjust(widths[1])
         lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _first_index(seeds):
+    index = {}
+    for i, seed in enumerate(seeds):
+        index.setdefault(seed, i)
+    return index
+
+
+def seed_differences(rows, reference, columns):
+    """Paired differences over seeds of every variant against ``reference``.
+
+    The same seed of two variants is a pair; seeds that only one of the two
+    has are left out (and listed). Each column's differences go through
+    :func:`hardmine.tools.stats.seed_difference` (mean, percentile-bootstrap
+    interval, Wilcoxon p-value).
+
+    Arguments
+    ---------
+    rows : list of dict
+        :func:`aggregate` rows (``seeds`` and per-column ``values``).
+    reference : str
+        Variant of ``rows`` subtracted from the others.
+    columns : list of str
+        Columns compared.
+
+    Returns
+    -------
+    dict
+        ``reference``, ``confidence``, ``method`` and ``variants``: variant ->
+        ``{"paired_seeds", "only_variant", "only_reference", "metrics"}``
+        where ``metrics`` maps each column to the
+        :func:`~hardmine.tools.stats.seed_difference` result (``mean``,
+        ``low``, ``high``, ``n``, ``excludes_zero``, ``wilcoxon_p``) plus the
+        paired ``variant_values`` and ``reference_values``.
+
+    Example
+    -------
+    >>> rows = [
+    ...     {"variant": "a", "seeds": ["1", "2"], "x": {"values": [1.0, 2.0]}},
+    ...     {"variant": "b", "seeds": ["2", "1", "3"], "x": {"values": [4.0, 2.0, 9.0]}},
+    ... ]
+    >>> d = seed_differences(rows, "a", ["x"])["variants"]["b"]
+    >>> d["paired_seeds"], d["only_variant"], d["metrics"]["x"]["mean"]
+    (['1', '2'], ['3'], 1.5)
+    """
+    from hardmine.tools.stats import CONFIDENCE, seed_difference
+
+    by_name = {row["variant"]: row for row in rows}
+    if reference not in by_name:
+        raise ValueError(f"reference {reference!r} is not one of {list(by_name)}")
+    ref = by_name[reference]
+    ref_index = _first_index(ref["seeds"])
+    out = {
+        "reference": reference,
+        "confidence": CONFIDENCE,
+        "method": "paired over seeds: mean of the per-seed differences, "
+        "percentile bootstrap interval (scipy.stats.bootstrap, 9999 resamples), "
+        "Wilcoxon signed-rank p-value",
+        "variants": {},
+    }
+    for row in rows:
+        if row is ref:
+            continue
+        own_index = _first_index(row["seeds"])
+        paired = [s for s in ref_index if s in own_index]
+        entry = {
+            "paired_seeds": paired,
+            "only_variant": [s for s in own_index if s not in ref_index],
+            "only_reference": [s for s in ref_index if s not in own_index],
+            "metrics": {},
+        }
+        for column in columns:
+            mine = [row[column]["values"][own_index[s]] for s in paired]
+            theirs = [ref[column]["values"][ref_index[s]] for s in paired]
+            entry["metrics"][column] = {
+                **seed_difference(mine, theirs),
+                "variant_values": mine,
+                "reference_values": theirs,
+            }
+        out["variants"][row["variant"]] = entry
+    return out
+
+
+def _is_rate(column):
+    return column == "accuracy" or column.startswith("frr@")
+
+
+def _difference_cell(diff, column):
+    if not math.isfinite(diff["mean"]):
+        return "-"
+    scale = 100.0 if _is_rate(column) else 1.0
+    digits = 2 if _is_rate(column) or column in SEP_COLUMNS else 1
+    mean = f"{scale * diff['mean']:+.{digits}f}"
+    if not (math.isfinite(diff["low"]) and math.isfinite(diff["high"])):
+        pairs = diff["n"]
+        return f"{mean} ({pairs} pair{'s' if pairs != 1 else ''})  "
+    low, high = scale * diff["low"], scale * diff["high"]
+    mark = " *" if diff["excludes_zero"] else "  "
+    return f"{mean} [{low:+.{digits}f}, {high:+.{digits}f}]{mark}"
+
+
+def format_differences(differences, columns):
+    """Plain-text difference table of :func:`seed_differences` output.
+
+    One line per column of the comparison table, one column per variant
+    other than the reference: mean paired difference ``variant -
+    reference`` over seeds with its interval, ``*`` when the interval
+    excludes 0. Rates (accuracy, false-reject rates) are in percentage
+    points. A footnote lists the seeds left out of the pairing.
+
+    Example
+    -------
+    >>> rows = [
+    ...     {"variant": "a", "seeds": ["1", "2"], "steps": {"values": [10, 12]}},
+    ...     {"variant": "b", "seeds": ["1", "2", "3"], "steps": {"values": [14, 15, 9]}},
+    ... ]
+    >>> print(format_differences(seed_differences(rows, "a", ["steps"]), ["steps"]))
+    Difference to a, paired by seed (mean [95 % interval]; * interval excludes 0)
+    difference                    b †
+    paired seeds                    2
+    steps         +3.5 [+3.0, +4.0] *
+    † seed 3 only in b: left out of the pairing b - a
+    """
+    from hardmine.tools.stats import CONFIDENCE
+
+    variants = list(differences["variants"])
+    level = f"{100 * differences.get('confidence', CONFIDENCE):g} %"
+    title = (
+        f"Difference to {differences['reference']}, paired by seed "
+        f"(mean [{level} interval]; * interval excludes 0)"
+    )
+    notes = []
+    for variant, entry in differences["variants"].items():
+        for seeds, whose in (
+            (entry["only_variant"], variant),
+            (entry["only_reference"], differences["reference"]),
+        ):
+            if seeds:
+                notes.append(
+                    f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)} "
+                    f"only in {whose}: left out of the pairing {variant} - "
+                    f"{differences['reference']}"
+                )
+    header = ["difference"]
+    for variant in variants:
+        entry = differences["variants"][variant]
+        unpaired = entry["only_variant"] or entry["only_reference"]
+        header.append(variant + (" †" if unpaired else ""))
+    body = [
+        ["paired seeds"]
+        + [str(len(differences["variants"][v]["paired_seeds"])) for v in variants]
+    ]
+    for column in columns:
+        label = _label(column) + (" (points)" if _is_rate(column) else "")
+        body.append(
+            [label]
+            + [
+                _difference_cell(differences["variants"][v]["metrics"][column], column)
+                for v in variants
+            ]
+        )
+    widths = [max(len(r[j]) for r in [header] + body) for j in range(len(header))]
+    lines = [title]
+    for cells in [header] + body:
+        parts = [cells[0].ljust(widths[0])]
+        parts += [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        lines.append("  ".join(parts).rstrip())
+    lines += [f"† {note}" for note in notes]
     return "\n".join(lines)
 
 
@@ -962,6 +1202,257 @@ def plot_mining(runs):
     return fig
 
 
+#: Points of the log-spaced false-alarm grid of the DET curve.
+DET_POINTS = 200
+
+
+def det_frr(target_scores, negative_scores, fars):
+    """False-reject rate at each false-alarm budget of ``fars``.
+
+    Vectorised :func:`hardmine.tasks.kws_metrics.frr_at_far` (same threshold
+    rule: accept strictly above the ``floor(far * n_negatives) + 1``-th
+    highest negative score); NaN when either side is empty.
+
+    Example
+    -------
+    >>> det_frr([0.9, 0.7, 0.65, 0.2], [0.8, 0.6, 0.3, 0.1], [0.0, 0.25, 1.0]).tolist()
+    [0.75, 0.25, 0.0]
+    """
+    pos = np.sort(np.asarray(target_scores, dtype=float))
+    neg = np.sort(np.asarray(negative_scores, dtype=float))[::-1]
+    fars = np.asarray(fars, dtype=float)
+    if pos.size == 0 or neg.size == 0:
+        return np.full(fars.shape, math.nan)
+    allowed = np.floor(fars * neg.size + 1e-9).astype(np.int64)
+    thresholds = np.full(fars.shape, -math.inf)
+    inside = allowed < neg.size
+    thresholds[inside] = np.nextafter(neg[allowed[inside]], math.inf)
+    return np.searchsorted(pos, thresholds, side="left") / pos.size
+
+
+def _detection_runs(runs):
+    return [
+        r
+        for r in runs
+        if r.task == "kws"
+        and r.detection is not None
+        and r.detection["targets"].size
+        and r.detection["negatives"].size
+    ]
+
+
+def det_curves(runs, points=DET_POINTS):
+    """Per-variant DET curves on a common false-alarm grid.
+
+    The grid runs log-spaced from ``1 / n`` (``n``: the largest number of
+    negative utterances of a run) to 1. Each seed's false-reject rate is
+    computed at every grid point (:func:`det_frr`); per variant the curve
+    is their mean and the band their minimum and maximum.
+
+    Returns
+    -------
+    dict or None
+        ``far`` (the grid) and ``variants``: variant -> ``{"seeds", "frr"
+        (per seed, [n_seeds, points]), "mean", "low", "high", "n_targets"}``;
+        None without keyword-spotting scores.
+    """
+    usable = _detection_runs(runs)
+    if not usable:
+        return None
+    n_negatives = max(r.detection["negatives"].size for r in usable)
+    grid = np.geomspace(1.0 / n_negatives, 1.0, points)
+    curves = {}
+    for variant in _variants(usable):
+        mine = [r for r in usable if r.variant == variant]
+        frr = np.stack(
+            [
+                det_frr(r.detection["targets"], r.detection["negatives"], grid)
+                for r in mine
+            ]
+        )
+        curves[variant] = {
+            "seeds": [r.seed for r in mine],
+            "frr": frr,
+            "mean": frr.mean(axis=0),
+            "low": frr.min(axis=0),
+            "high": frr.max(axis=0),
+            "n_targets": max(r.detection["targets"].size for r in mine),
+        }
+    return {"far": grid, "variants": curves}
+
+
+def _percent(value, _pos=None):
+    if value <= 0:
+        return ""
+    return f"{100 * value:.4g}%"
+
+
+def _log_percent_axis(axis, low, high, max_decades):
+    """Percent labels at 1, 2, 5 x 10^k, or at the decades only on a long axis."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    decades = math.log10(high / low)
+    subs = (1.0, 2.0, 5.0) if decades <= max_decades else (1.0,)
+    axis.set_major_locator(LogLocator(base=10.0, subs=subs))
+    axis.set_major_formatter(FuncFormatter(_percent))
+    axis.set_minor_locator(LogLocator(base=10.0, subs=np.arange(2, 10), numticks=100))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def plot_det(runs, points=DET_POINTS):
+    """DET curve of the keyword-spotting runs: false rejects against false alarms.
+
+    Both axes are logarithmic. One line per variant, the mean over its
+    seeds of each seed's false-reject rate at a common grid of false-alarm
+    rates (:func:`det_curves`), with a min-max band over the seeds when
+    there are several. A false-reject rate of 0 falls off the bottom of the
+    axes. Returns None when no run has keyword-spotting scores.
+    """
+    curves = det_curves(runs, points)
+    if curves is None:
+        return None
+    fig, (ax,) = _figure(1, "DET curve (keyword spotting)")
+    fig.set_size_inches(8.5, 5.5)
+    colors = _colors(_variants(runs))
+    grid = curves["far"]
+    positive = []
+    for variant, curve in curves["variants"].items():
+        seeds = len(curve["seeds"])
+        label = f"{variant} ({seeds} seed{'s' if seeds != 1 else ''})"
+        ax.plot(grid, curve["mean"], label=label, color=colors[variant])
+        if len(curve["seeds"]) > 1:
+            ax.fill_between(
+                grid,
+                curve["low"],
+                curve["high"],
+                color=colors[variant],
+                alpha=0.2,
+                linewidth=0,
+            )
+        values = np.concatenate([curve["low"], curve["mean"]])
+        positive.append(values[values > 0])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    n_targets = max(c["n_targets"] for c in curves["variants"].values())
+    positive = np.concatenate(positive)
+    bottom = positive.min() / 1.5 if positive.size else 0.5 / n_targets
+    ax.set_xlim(grid[0], 1.0)
+    ax.set_ylim(bottom, 1.05)
+    # Horizontal labels need more room than vertical ones.
+    _log_percent_axis(ax.xaxis, grid[0], 1.0, max_decades=2.0)
+    _log_percent_axis(ax.yaxis, bottom, 1.05, max_decades=4.5)
+    ax.set_xlabel("false-alarm rate (non-keyword utterances accepted)")
+    ax.set_ylabel("false-reject rate (keyword utterances missed)")
+    ax.set_title("line: mean over seeds; band: min-max over seeds", fontsize="medium")
+    ax.grid(which="major", alpha=0.3)
+    ax.grid(which="minor", alpha=0.1)
+    # Outside the axes: a good system's curve runs through the lower left,
+    # a weak one's band through the upper right.
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def subgroup_means(runs):
+    """Mean SI-SNRi per test subgroup and variant, with an interval over seeds.
+
+    Each seed's mean over the subgroup's mixtures is one value; the variant's
+    figure is the mean of these seed means and its interval a percentile
+    bootstrap over the seed means (:func:`hardmine.tools.stats.seed_mean`:
+    ``scipy.stats.bootstrap``, 9999 resamples, 95 %).
+
+    Returns
+    -------
+    dict or None
+        ``subgroups`` (names in order of first appearance), ``counts``
+        (subgroup -> sorted distinct mixture counts over the runs) and
+        ``variants``: variant -> subgroup -> ``{"mean", "low", "high", "n",
+        "seeds", "values"}``; None when no separation run has a ``subgroup``
+        column.
+    """
+    from hardmine.tools.stats import seed_mean
+
+    usable = [r for r in runs if r.task == "separation" and r.subgroups]
+    if not usable:
+        return None
+    names, counts = [], {}
+    for run in usable:
+        for name, group in run.subgroups.items():
+            if name not in names:
+                names.append(name)
+            counts.setdefault(name, set()).add(group["count"])
+    variants = {}
+    for variant in _variants(usable):
+        mine = [r for r in usable if r.variant == variant]
+        variants[variant] = {}
+        for name in names:
+            present = [r for r in mine if name in r.subgroups]
+            values = [r.subgroups[name]["mean"] for r in present]
+            variants[variant][name] = {
+                **seed_mean(values),
+                "seeds": [r.seed for r in present],
+                "values": values,
+            }
+    return {
+        "subgroups": names,
+        "counts": {k: sorted(v) for k, v in counts.items()},
+        "variants": variants,
+    }
+
+
+def plot_subgroups(runs):
+    """Bars of the mean SI-SNRi per test subgroup, one bar per variant.
+
+    One group of bars per subgroup of the ``subgroup`` column (x tick label:
+    the name and the number of mixtures); bar height: the mean over seeds of
+    each seed's subgroup mean; whiskers: the 95 % percentile-bootstrap
+    interval over those seed means (:func:`subgroup_means`), absent for a
+    single seed. Returns None when no run has a ``subgroup`` column.
+    """
+    data = subgroup_means(runs)
+    if data is None:
+        return None
+    names, variants = data["subgroups"], list(data["variants"])
+    fig, (ax,) = _figure(1, "Mean SI-SNRi per test subgroup")
+    fig.set_size_inches(
+        max(6.0, 1.0 + len(names) * (0.6 + 0.45 * len(variants))) + 2.0, 4.8
+    )
+    colors = _colors(_variants(runs))
+    width = 0.8 / len(variants)
+    x = np.arange(len(names))
+    for i, variant in enumerate(variants):
+        stats = [data["variants"][variant][name] for name in names]
+        means = np.array([s["mean"] for s in stats])
+        low = np.array([s["low"] for s in stats])
+        high = np.array([s["high"] for s in stats])
+        seeds = max(s["n"] for s in stats)
+        ax.bar(
+            x + (i - (len(variants) - 1) / 2) * width,
+            means,
+            width,
+            yerr=np.vstack([means - low, high - means]),
+            capsize=3,
+            label=f"{variant} ({seeds} seed{'s' if seeds != 1 else ''})",
+            color=colors[variant],
+            error_kw={"elinewidth": 1, "ecolor": "0.2"},
+        )
+    labels = []
+    for name in names:
+        counts = data["counts"][name]
+        count = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        labels.append(f"{name}\n({count} mixtures)")
+    ax.set_xticks(x, labels)
+    ax.axhline(0.0, color="0.3", linewidth=0.8)
+    ax.set_ylabel("SI-SNRi (dB)")
+    ax.set_title(
+        "bars: mean over seeds; whiskers: 95 % bootstrap interval over seeds",
+        fontsize="medium",
+    )
+    ax.grid(axis="y", alpha=0.3)
+    # Outside the axes: inside, it would hide bars or whiskers.
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
 # ----------------------------------------------------------------- output
 def _json_safe(obj):
     if isinstance(obj, dict):
@@ -975,7 +1466,7 @@ def _json_safe(obj):
     return obj
 
 
-def _write_tables(runs, rows, columns, out):
+def _write_tables(runs, rows, columns, out, differences=(), subgroups=None):
     summary_csv = os.path.join(out, "summary.csv")
     with open(summary_csv, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -1009,6 +1500,8 @@ def _write_tables(runs, rows, columns, out):
     payload = {
         "columns": columns,
         "variants": rows,
+        "differences": list(differences),
+        "subgroups": subgroups,
         "runs": [
             {
                 "variant": r.variant,
@@ -1031,7 +1524,7 @@ def _safe_name(text):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "run"
 
 
-def compare(paths, out, top=5, with_hardest=True, echo=print):
+def compare(paths, out, top=5, with_hardest=True, echo=print, reference=None):
     """Read the runs under ``paths``, print the comparison, write tables and plots.
 
     Arguments
@@ -1046,22 +1539,32 @@ def compare(paths, out, top=5, with_hardest=True, echo=print):
         Whether to build hardest-example reports from sampler checkpoints.
     echo : callable
         Receives each printed block of text.
+    reference : str, optional
+        Variant the others are compared with (paired over seeds, see
+        :func:`seed_differences`); default: the first variant of each task.
 
     Returns
     -------
     dict
-        ``runs``, ``rows`` (from :func:`aggregate`), ``columns``, ``figures``
-        (name -> Figure, already saved), ``files`` (paths written).
+        ``runs``, ``rows`` (from :func:`aggregate`), ``columns``,
+        ``differences`` (one :func:`seed_differences` result per task table
+        with two or more variants, with its ``task``), ``figures`` (name ->
+        Figure, already saved), ``files`` (paths written).
     """
     skipped = []
     runs = [load_run(p, with_hardest=with_hardest) for p in find_runs(paths, skipped)]
     if skipped:
         echo("Skipped (comparison reports, not runs): " + ", ".join(skipped))
-    os.makedirs(out, exist_ok=True)
     rows = aggregate(runs)
     columns = _columns_for(runs)
-    files = _write_tables(runs, rows, columns, out)
+    names = _variants(runs)
+    if reference is not None and reference not in names:
+        raise ValueError(
+            f"--reference {reference}: not a variant of these runs ({', '.join(names)})"
+        )
+    os.makedirs(out, exist_ok=True)
 
+    tables = []
     for task in ("separation", "kws", None):
         task_variants = {r.variant for r in runs if r.task == task}
         task_rows = [r for r in rows if r["variant"] in task_variants]
@@ -1076,10 +1579,28 @@ def compare(paths, out, top=5, with_hardest=True, echo=print):
         title = {"separation": "Separation", "kws": "Keyword spotting"}.get(
             task, "Not evaluated"
         )
+        diff = why = None
+        if len(task_rows) > 1:
+            ref = task_rows[0]["variant"] if reference is None else reference
+            if any(r["variant"] == ref for r in task_rows):
+                diff = {"task": task, **seed_differences(task_rows, ref, own)}
+            else:
+                why = f"(no difference: the reference {ref} is not in this table)"
+        tables.append((title, task_rows, own, diff, why))
+    differences = [diff for *_, diff, _why in tables if diff is not None]
+    subgroups = subgroup_means(runs)
+    files = _write_tables(runs, rows, columns, out, differences, subgroups)
+
+    for title, task_rows, own, diff, why in tables:
         echo(
             f"{title} ({sum(r['n_seeds'] for r in task_rows)} runs; mean ± sd over seeds)"
         )
         echo(format_table(task_rows, own))
+        if diff is not None:
+            echo("")
+            echo(format_differences(diff, own))
+        elif why:
+            echo(why)
         echo("")
 
     figures = {
@@ -1087,6 +1608,10 @@ def compare(paths, out, top=5, with_hardest=True, echo=print):
         "curves": plot_curves(runs),
         "mining": plot_mining(runs),
     }
+    for name, plot in (("det", plot_det), ("subgroups", plot_subgroups)):
+        fig = plot(runs)
+        if fig is not None:
+            figures[name] = fig
     for name, fig in figures.items():
         path = os.path.join(out, f"{name}.png")
         fig.savefig(path, dpi=100)
@@ -1113,6 +1638,7 @@ def compare(paths, out, top=5, with_hardest=True, echo=print):
         "runs": runs,
         "rows": rows,
         "columns": columns,
+        "differences": differences,
         "figures": figures,
         "files": files,
     }
@@ -1123,7 +1649,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m hardmine.tools.compare",
         description="Compare recipe variants: table of test metrics and training "
-        "counts (mean ± sd over seeds), CDF/curve/mining plots, hardest examples.",
+        "counts (mean ± sd over seeds) with paired differences to a reference "
+        "variant, CDF/curve/mining/DET/subgroup plots, hardest examples.",
     )
     parser.add_argument("paths", nargs="+", help="run folders or folders of runs")
     parser.add_argument(
@@ -1135,12 +1662,25 @@ def main(argv=None):
     parser.add_argument(
         "--no-hardest", action="store_true", help="skip the hardest-examples reports"
     )
+    parser.add_argument(
+        "--reference",
+        metavar="NAME",
+        default=None,
+        help="variant the others are compared with, paired over seeds "
+        "(default: the first variant)",
+    )
     args = parser.parse_args(argv)
     if args.top < 0:
         parser.error("--top: must be >= 0")
     out = args.out or "compare_results"
     try:
-        compare(args.paths, out, top=args.top, with_hardest=not args.no_hardest)
+        compare(
+            args.paths,
+            out,
+            top=args.top,
+            with_hardest=not args.no_hardest,
+            reference=args.reference,
+        )
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
