@@ -54,6 +54,7 @@ import numpy as np
 from hardmine.synthetic.hard_gsc import SUBGROUPS_FILE, hard_gsc_default, make_hard_gsc
 from hardmine.synthetic.layouts import default_wsj0mix
 from hardmine.tasks.kws_metrics import frr_at_far
+from hardmine.tasks.separation import TINY_OVERRIDES
 from hardmine.tools.stats import seed_difference, utterance_difference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ TASKS = {"kws": KWS, "sep": SEP}
 #: Command-line overrides of a CPU-sized model per task (``--quick`` and ``sep``).
 TINY = {
     "kws": ["--tdnn_channels", "16", "--emb_dim", "16", "--n_mels", "20"],
-    "sep": ["--model_size", "tiny"],
+    "sep": TINY_OVERRIDES["sepformer"],
 }
 
 
