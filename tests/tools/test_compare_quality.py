@@ -341,6 +341,7 @@ def test_det_frr_matches_frr_at_far():
     pos, neg = rng.random(37), rng.random(23)
     neg[:4] = neg[4]  # ties among the negatives
     pos[:3] = neg[4]  # and targets scored exactly like them
+    pos[3] = np.nextafter(neg[7], np.inf)  # a target exactly at a threshold
     fars = np.concatenate([[0.0, 1.0], np.arange(1, 24) / 23, rng.random(50)])
     want = [frr_at_far(pos, neg, f)["frr"] for f in fars]
     assert compare.det_frr(pos, neg, fars).tolist() == pytest.approx(want)
