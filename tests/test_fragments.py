@@ -16,13 +16,14 @@ from hardmine.threshold import ThresholdFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+FIELDS = ROOT / "docs" / "fields.md"
 
 
-def readme_blocks(section, lang):
-    """The ```<lang> blocks of one ``## section`` of README.md, in order."""
-    text = README.read_text(encoding="utf-8")
+def readme_blocks(section, lang, document=README):
+    """The ```<lang> blocks of one ``## section`` of a Markdown file, in order."""
+    text = document.read_text(encoding="utf-8")
     match = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
-    assert match, f"README has no section {section!r}"
+    assert match, f"{document.name} has no section {section!r}"
     return re.findall(rf"^```{lang}\n(.*?)^```", match.group(1), re.M | re.S)
 
 
@@ -60,8 +61,8 @@ def test_copy_and_command_line(tmp_path, capsys):
 
 
 def test_readme_fields_example_loads(tmp_path):
-    """README "Fields and defaults": the include example, loaded as written."""
-    (example,) = readme_blocks("Fields and defaults", "yaml")
+    """docs/fields.md "Including a fragment": the example, loaded as written."""
+    (example,) = readme_blocks("Including a fragment", "yaml", FIELDS)
     include = re.search(r"!include:(\S+)", example).group(1)
     # Place the example as deep as a recipe's hparams/ file, with the
     # repository's hparams/ folder where the relative path leads.
