@@ -54,6 +54,7 @@ import numpy as np
 from hardmine.synthetic.hard_gsc import SUBGROUPS_FILE, hard_gsc_default, make_hard_gsc
 from hardmine.synthetic.layouts import default_wsj0mix
 from hardmine.tasks.kws_metrics import frr_at_far
+from hardmine.tasks.sep_metrics import SUBGROUPS, read_subgroups
 from hardmine.tasks.separation import TINY_OVERRIDES
 from hardmine.tools.stats import seed_difference, utterance_difference
 
@@ -215,16 +216,6 @@ def kws_subgroups(data):
     return out
 
 
-def sep_subgroup(info):
-    if info.get("close_pitch") == "1":
-        return "close_pitch"
-    if info.get("hard_level") == "1":
-        return "level_gap"
-    if float(info.get("overlap", 0)) >= 0.99:
-        return "full_overlap"
-    return "rest"
-
-
 def sep_run(folder, subgroups):
     rows = sorted(
         (r for r in read_rows(folder / "test_results.csv") if r["snt_id"] != "avg"),
@@ -238,8 +229,7 @@ def sep_run(folder, subgroups):
     }
 
 
-SEP_GROUPS = ("close_pitch", "level_gap", "full_overlap", "rest")
-SEP_METRICS = ["mean", "median", "p5", "p10"] + [f"mean_{g}" for g in SEP_GROUPS]
+SEP_METRICS = ["mean", "median", "p5", "p10"] + [f"mean_{g}" for g in SUBGROUPS]
 
 
 def sep_metric(name):
@@ -259,13 +249,7 @@ def sep_metric(name):
 
 def sep_subgroups(data):
     info = Path(data) / "wav8k" / "min" / "mixture_info.csv"
-    if not info.exists():
-        return {}
-    return {
-        r["name"][: -len(".wav")]: sep_subgroup(r)
-        for r in read_rows(info)
-        if r["split"] == "tt"
-    }
+    return read_subgroups(info, split="tt") if info.exists() else {}
 
 
 # ------------------------------------------------------------ statistics

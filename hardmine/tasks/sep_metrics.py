@@ -29,7 +29,18 @@ import tempfile
 import fast_bss_eval
 import numpy as np
 
-__all__ = ["si_snr", "utterance_metrics", "summarize", "write_test_results"]
+__all__ = [
+    "si_snr",
+    "utterance_metrics",
+    "summarize",
+    "write_test_results",
+    "mixture_subgroup",
+    "read_subgroups",
+    "SUBGROUPS",
+]
+
+#: Difficulty subgroups of a generated mixture, in order of precedence.
+SUBGROUPS = ("close_pitch", "level_gap", "full_overlap", "rest")
 
 METRICS = ("sdr", "sdr_i", "si-snr", "si-snr_i")
 _EPS = 1e-12
@@ -192,6 +203,41 @@ def _atomic_text(path, write):
         raise
 
 
+def mixture_subgroup(info):
+    """The subgroup of one ``mixture_info.csv`` row (:data:`SUBGROUPS` order).
+
+    A mixture is ``close_pitch`` when its first two speakers were picked with
+    close mean F0, else ``level_gap`` when their level differs by 5-10 dB,
+    else ``full_overlap`` when every source spans the whole mixture, else
+    ``rest``.
+
+    Example
+    -------
+    >>> mixture_subgroup({"close_pitch": "0", "hard_level": "1", "overlap": "1.0"})
+    'level_gap'
+    >>> mixture_subgroup({"close_pitch": "0", "hard_level": "0", "overlap": "0.6"})
+    'rest'
+    """
+    if str(info.get("close_pitch")) == "1":
+        return "close_pitch"
+    if str(info.get("hard_level")) == "1":
+        return "level_gap"
+    if float(info.get("overlap", 0.0)) >= 0.999:
+        return "full_overlap"
+    return "rest"
+
+
+def read_subgroups(info_csv, split=None):
+    """``{mixture name without .wav: subgroup}`` from a ``mixture_info.csv``."""
+    with open(info_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {
+        os.path.splitext(r["name"])[0]: mixture_subgroup(r)
+        for r in rows
+        if split is None or r.get("split") == split
+    }
+
+
 def write_test_results(rows, csv_path, json_path):
     """Write per-utterance metrics and their summary.
 
@@ -204,6 +250,8 @@ def write_test_results(rows, csv_path, json_path):
         utterance and a final ``avg`` row of the means.
     json_path : str
         JSON ``{"count": n, "<metric>": {mean, median, p5, p10, ...}, ...}``.
+        When every row has a ``subgroup``, the CSV gets a ``subgroup`` column
+        and the JSON the mean of each metric per subgroup (``by_subgroup``).
 
     Returns
     -------
@@ -229,12 +277,26 @@ def write_test_results(rows, csv_path, json_path):
     summary = {"count": len(rows)}
     for key in METRICS:
         summary[key] = summarize(row[key] for row in rows)
+    columns = ("snt_id",) + METRICS
+    if rows and all(row.get("subgroup") for row in rows):
+        columns += ("subgroup",)
+        groups = sorted({row["subgroup"] for row in rows})
+        summary["by_subgroup"] = {
+            g: {
+                "count": sum(r["subgroup"] == g for r in rows),
+                **{
+                    k: float(np.mean([r[k] for r in rows if r["subgroup"] == g]))
+                    for k in METRICS
+                },
+            }
+            for g in groups
+        }
 
     def write_csv(handle):
-        writer = csv.DictWriter(handle, fieldnames=("snt_id",) + METRICS)
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: row[k] for k in ("snt_id",) + METRICS})
+            writer.writerow({k: row[k] for k in columns})
         avg = {"snt_id": "avg"}
         avg.update({k: summary[k]["mean"] for k in METRICS})
         writer.writerow(avg)

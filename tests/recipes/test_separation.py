@@ -29,6 +29,7 @@ from hardmine.isbl import ISBLSampler
 from hardmine.reweighting import SoftmaxReweighting
 from hardmine.synthetic.layouts import make_librimix, make_wsj0mix
 from hardmine.tasks import separation
+from hardmine.tasks.sep_metrics import SUBGROUPS, read_subgroups
 from hardmine.validation import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -518,9 +519,23 @@ def test_separation_brain_forward_loss_and_test_metrics(wsj3, tmp_path):
         rows = list(csv.DictReader(fin))
     ids = [r["snt_id"] for r in rows]
     assert ids[-1] == "avg" and broken_id not in ids and len(ids) == 3
-    assert set(rows[0]) == {"snt_id", "sdr", "sdr_i", "si-snr", "si-snr_i"}
+    # A generated set lists each mixture's difficulty: the rows carry it.
+    assert set(rows[0]) == {"snt_id", "sdr", "sdr_i", "si-snr", "si-snr_i", "subgroup"}
+    info = Path(sets["test"].data[ids[0]]["mix_wav"]).parents[2] / "mixture_info.csv"
+    expected = read_subgroups(info)
+    for row in rows[:-1]:
+        name = Path(sets["test"].data[row["snt_id"]]["mix_wav"]).stem
+        assert row["subgroup"] == expected[name] and row["subgroup"] in SUBGROUPS
     summary = json.loads(Path(hp["test_summary"]).read_text())
     assert summary["count"] == 2
+    assert sum(g["count"] for g in summary["by_subgroup"].values()) == 2
+    # Without the sidecar (a real corpus) there is no subgroup column.
+    info.rename(info.with_suffix(".bak"))
+    try:
+        plain = separation.build_datasets(hp, wsj3)["test"]
+        assert "subgroup" not in plain[0]
+    finally:
+        info.with_suffix(".bak").rename(info)
 
     # The loss is the per-example negative SI-SNR with the best permutation.
     batch = next(
