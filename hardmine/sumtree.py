@@ -19,6 +19,10 @@ level:
   ``u * total`` is at least the left child's sum. A leaf is returned with
   probability ``value / total``; a leaf of value zero is never returned.
 
+:class:`MaxTree` keeps the same levels with the maximum of two children
+instead of their sum: the largest leaf in O(1), kept up to date in O(log N)
+per batch of updates (the loss table's largest score of a pool).
+
 Example
 -------
 >>> import numpy as np
@@ -32,7 +36,7 @@ Example
 
 import numpy as np
 
-__all__ = ["SumTree", "read_only"]
+__all__ = ["MaxTree", "SumTree", "read_only"]
 
 
 def read_only(array):
@@ -86,12 +90,19 @@ class SumTree:
         self._levels = [leaves]
         self._build_from(0)
 
+    @staticmethod
+    def _reduce(pairs):
+        """The nodes of a level from the rows (left, right) of the level below."""
+        return pairs.sum(axis=1)  # exactly left + right
+
+    _combine = staticmethod(np.add)  # a node from its two children (update)
+
     def _build_from(self, level):
         """Rebuild every level above ``level`` from its children."""
         del self._levels[level + 1 :]
         current = self._levels[level]
         while current.shape[0] > 1:
-            sums = current.reshape(-1, 2).sum(axis=1)
+            sums = self._reduce(current.reshape(-1, 2))
             if sums.shape[0] > 1 and sums.shape[0] % 2:
                 sums = np.append(sums, 0.0)
             self._levels.append(sums)
@@ -111,20 +122,23 @@ class SumTree:
         """Sum of all leaves (float)."""
         return float(self._levels[-1][0])
 
-    def set_all(self, values):
+    def set_all(self, values, check=True):
         """Replace every leaf at once and rebuild the tree in O(N).
 
         Arguments
         ---------
         values : array_like
             ``size`` finite non-negative values.
+        check : bool
+            Whether to check that they are (callers that know may skip it).
         """
         values = np.asarray(values, dtype=np.float64)
         if values.shape != (self.size,):
             raise ValueError(
                 f"SumTree.set_all expects {self.size} values, got shape {values.shape}"
             )
-        self._check_values(values)
+        if check:
+            self._check_values(values)
         self._levels[0][: self.size] = values
         self._build_from(0)
 
@@ -164,9 +178,11 @@ class SumTree:
         nodes = idx
         for level in range(1, len(self._levels)):
             # Repeated parents are harmless: each write stores the same sum.
-            nodes = nodes >> 1
             child = self._levels[level - 1]
-            self._levels[level][nodes] = child[2 * nodes] + child[2 * nodes + 1]
+            left = child.take(nodes & -2)
+            right = child.take(nodes | 1)
+            nodes = nodes >> 1
+            self._levels[level][nodes] = self._combine(left, right)
 
     def sample(self, u):
         """Map uniform numbers to leaf indices drawn with probability value/total.
@@ -190,11 +206,41 @@ class SumTree:
         node = np.zeros(target.shape[0], dtype=np.int64)
         for level in range(len(self._levels) - 2, -1, -1):
             child = self._levels[level]
-            left = child[2 * node]
-            right = child[2 * node + 1]
+            node <<= 1
+            left = child.take(node)
             # Rounding can leave ``target`` just above the left sum while the
             # right side is empty: staying left keeps us on positive mass.
-            go_right = (target >= left) & (right > 0)
-            target = np.where(go_right, target - left, target)
-            node = 2 * node + go_right
+            go_right = (target >= left) & (child.take(node + 1) > 0)
+            np.subtract(target, left, out=target, where=go_right)
+            node += go_right
         return node.reshape(shape)
+
+
+class MaxTree(SumTree):
+    """The levels of a :class:`SumTree`, each node the maximum of its children.
+
+    :meth:`total` is the largest leaf; :meth:`update` and :meth:`set_all`
+    behave as in :class:`SumTree` (O(log N) per batch, O(N)). Leaves must be
+    finite and ``>= 0`` (padding leaves are 0). There is no :meth:`sample`.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> tree = MaxTree(5, init=0.0)
+    >>> tree.update(np.array([1, 3]), np.array([2.0, 7.0]))
+    >>> tree.total()
+    7.0
+    >>> tree.update(np.array([3]), np.array([0.5]))
+    >>> tree.total()
+    2.0
+    """
+
+    @staticmethod
+    def _reduce(pairs):
+        return pairs.max(axis=1)
+
+    _combine = staticmethod(np.maximum)
+
+    def sample(self, u):
+        """Not defined for a max tree."""
+        raise TypeError("MaxTree has no sample(); use a SumTree")
