@@ -73,6 +73,7 @@ class CapacityController(torch.nn.Module):
     >>> round(ctrl.beta, 4)
     1.0
     >>> ctrl.step(torch.tensor(2.0))  # KL above capacity: beta must grow
+    True
     >>> ctrl.beta > 1.0
     True
     >>> penalty = ctrl.penalty(torch.tensor(2.0, requires_grad=True))
@@ -150,7 +151,25 @@ class CapacityController(torch.nn.Module):
         )
         if count == 0:
             return False
-        kl = total / count
+        return self.step_local(total / count)
+
+    def step_local(self, kl):
+        """The dual-ascent step of :meth:`step` on this process's ``kl`` alone.
+
+        Not a collective: for callers whose KL is already the same on every
+        rank (the ISBL sampler measures it on its all-gathered loss table).
+
+        Example
+        -------
+        >>> ctrl = CapacityController(capacity=0.5, lr=0.1, parametrization="exp")
+        >>> ctrl.step_local(0.1), ctrl.beta < 1.0  # KL below capacity: beta shrinks
+        (True, True)
+        >>> ctrl.step_local(None)
+        False
+        """
+        if kl is None:
+            return False
+        kl = float(kl)
         self.last_kl = kl
         self.optimizer.zero_grad(set_to_none=True)
         multiplier_loss = -self._beta(self.rho) * (kl - self.capacity)
