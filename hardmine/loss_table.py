@@ -23,6 +23,41 @@ replaces the initial score 1.0 instead of being blended with it: the initial
 score stands for "not seen yet", not for a loss, so a −20 dB example scores
 0.01 after its first visit, not 0.9·1 + 0.1·0.01.
 
+Options beyond the equation (each off by default, leaving the draws above
+unchanged, draw for draw):
+
+* **Exploration of unseen examples** (``unseen_score``). An example is
+  *unseen* until its first loss (finite or not). With ``"max"`` (what
+  prioritised replay gives new items) or ``"mean"``, an unseen example scores
+  the largest, or the mean, score of the *scored* examples of its pool (seen,
+  not quarantined), 1.0 while the pool has none, instead of the fixed 1.0
+  (``"initial"``). Unseen examples are kept out of the pool's sum tree; the
+  pool holds an unseen mass ``n_unseen * (s_u ** alpha + eps)`` next to it, a
+  draw lands in it with probability ``mass / (tree total + mass)`` and then
+  picks one of the pool's unseen examples uniformly, from an indexable list
+  that loses its observed examples by swap-removal. ``s_u`` comes from a max
+  tree or a sum tree over the scored examples, so nothing costs O(N) per
+  batch.
+* **Uniform mix** (``uniform_mix`` ``lambda`` in [0, 1)): a draw from pool
+  ``C_k`` follows ``(1 - lambda) * P(i | C_k) + lambda / |C_k|``.
+* **Staleness** (``score_decay`` ``d`` in [0, 1]): :meth:`LossPowerTable.decay_stale`,
+  called when a new epoch starts, moves the score of every scored example not
+  observed during the epoch being left a fraction ``d`` of the way to the
+  mean score of its pool's scored examples (means taken before the move):
+  ``L <- L + d * (mean_k - L)``. O(N) once per epoch.
+* **Noise guard** (``score_clip_quantile`` ``q`` in (0, 1) with
+  ``persistent_visits`` ``k``): :meth:`LossPowerTable.refresh_guard` sets each
+  pool's threshold ``t_k`` to the ``q``-quantile of its scored examples'
+  scores (numpy's linear interpolation; ``inf`` below 2 scored examples, so
+  nothing is flagged before the first refresh). A visit whose score-to-be
+  (the loss after the transform) is above ``t_k`` extends the example's
+  streak, any other finite visit resets it; a non-finite visit leaves it.
+  An example whose streak is at least ``k`` is *persistently hard*
+  (:attr:`LossPowerTable.persistently_hard`) and its score is capped at
+  ``t_k`` (after the moving average), also when a refresh lowers ``t_k``.
+  Mislabelled or corrupt examples keep a high loss however long the model
+  trains; capped, they stop drawing ever more of the batches.
+
 Example
 -------
 >>> import numpy as np
@@ -34,6 +69,15 @@ Example
 >>> picks = table.draw(np.array([1, 1, 0]), rng)
 >>> bool(set(picks[:2]) <= {2, 3}) and int(picks[2]) in (0, 1)
 True
+
+Unseen examples scoring the pool's largest score, with a uniform mix:
+
+>>> table = LossPowerTable(np.zeros(4, dtype=int), alpha=1.0, eps=1e-6,
+...                        unseen_score="max", uniform_mix=0.2)
+>>> table.observe_indices(np.array([0, 1]), np.array([3.0, 1.0]))
+>>> w = np.array([3.0, 1.0, 3.0, 3.0]) + 1e-6  # 2 and 3 score max = 3
+>>> bool(np.allclose(table.probabilities(0), 0.8 * w / w.sum() + 0.2 / 4))
+True
 """
 
 import hashlib
@@ -41,13 +85,23 @@ import math
 
 import numpy as np
 
-from hardmine.sumtree import SumTree, read_only
-from hardmine.validation import ConfigError, check_choice, check_number
+from hardmine.sumtree import MaxTree, SumTree, read_only
+from hardmine.validation import ConfigError, check_choice, check_int, check_number
 
-__all__ = ["LossPowerTable", "TRANSFORMS", "MAX_WEIGHT", "check_options"]
+__all__ = [
+    "LossPowerTable",
+    "TRANSFORMS",
+    "UNSEEN_SCORES",
+    "MAX_WEIGHT",
+    "check_options",
+    "check_table_options",
+]
 
 #: Hardness transforms applied to a raw loss before it becomes a score.
 TRANSFORMS = ("identity", "db_to_power", "exp")
+
+#: What an example scores before its first loss (``unseen_score``).
+UNSEEN_SCORES = ("initial", "max", "mean")
 
 #: Cap on ``L ** alpha`` so that pool totals stay finite for any loss.
 MAX_WEIGHT = 1e300
@@ -91,6 +145,59 @@ def check_options(alpha, eps, transform, momentum):
     return {"alpha": alpha, "eps": eps, "transform": transform, "momentum": momentum}
 
 
+def check_table_options(
+    unseen_score="initial",
+    uniform_mix=0.0,
+    score_decay=0.0,
+    score_clip_quantile=None,
+    persistent_visits=3,
+):
+    """Check the exploration, staleness and noise options (see the module).
+
+    Returns
+    -------
+    dict
+        The five options, checked (``uniform_mix`` and ``score_decay`` as floats).
+
+    Raises
+    ------
+    ConfigError
+        Naming the first field with a bad value.
+
+    Example
+    -------
+    >>> check_table_options("max", 0.001, 0, None, 3)["uniform_mix"]
+    0.001
+    >>> check_table_options(uniform_mix=1)
+    Traceback (most recent call last):
+    ...
+    hardmine.validation.ConfigError: uniform_mix: must be < 1 (1 ignores the losses), got 1.0
+    """
+    unseen_score = check_choice("unseen_score", unseen_score, UNSEEN_SCORES)
+    uniform_mix = check_number("uniform_mix", uniform_mix, minimum=0.0)
+    if uniform_mix >= 1.0:
+        raise ConfigError(
+            "uniform_mix", f"must be < 1 (1 ignores the losses), got {uniform_mix}"
+        )
+    score_decay = check_number("score_decay", score_decay, minimum=0.0, maximum=1.0)
+    if score_clip_quantile is not None:
+        score_clip_quantile = check_number(
+            "score_clip_quantile",
+            score_clip_quantile,
+            minimum=0.0,
+            maximum=1.0,
+            strict=True,
+        )
+    persistent_visits = check_int("persistent_visits", persistent_visits, minimum=1)
+    return {
+        "unseen_score": unseen_score,
+        "uniform_mix": uniform_mix,
+        "score_decay": score_decay,
+        "score_clip_quantile": score_clip_quantile,
+        "persistent_visits": persistent_visits,
+    }
+
+
 class LossPowerTable:
     """Hardness scores with loss-power sampling inside each pool.
 
@@ -100,7 +207,8 @@ class LossPowerTable:
         Pool index of every example (values ``0 .. K-1``, each pool non-empty).
     alpha : float
         Power applied to the score (>= 0). 0 gives uniform draws within a pool,
-        1 draws in proportion to the score.
+        1 draws in proportion to the score. :meth:`set_alpha` changes it later
+        (the ISBL sampler's capacity controller does).
     eps : float
         Floor added to every weight (> 0), so no example is ever unreachable.
     transform : str
@@ -115,6 +223,17 @@ class LossPowerTable:
         initial score, as after quarantine).
     ids : sequence of str, optional
         Example names, used in error messages.
+    unseen_score : str
+        ``"initial"`` (1.0), ``"max"`` or ``"mean"`` of the pool's scored
+        examples: the score of an example before its first loss.
+    uniform_mix : float
+        ``lambda`` in [0, 1): share of every pool's draws made uniformly.
+    score_decay : float
+        ``d`` in [0, 1] of :meth:`decay_stale` (0 = off).
+    score_clip_quantile : float or None
+        ``q`` in (0, 1) of the noise guard (None = off).
+    persistent_visits : int
+        ``k``: consecutive visits above the threshold that flag an example.
 
     Example
     -------
@@ -137,10 +256,29 @@ class LossPowerTable:
         transform="identity",
         momentum=None,
         ids=None,
+        *,
+        unseen_score="initial",
+        uniform_mix=0.0,
+        score_decay=0.0,
+        score_clip_quantile=None,
+        persistent_visits=3,
     ):
         options = check_options(alpha, eps, transform, momentum)
         self.alpha, self.eps = options["alpha"], options["eps"]
         self.transform, self.momentum = options["transform"], options["momentum"]
+        extra = check_table_options(
+            unseen_score,
+            uniform_mix,
+            score_decay,
+            score_clip_quantile,
+            persistent_visits,
+        )
+        self.unseen_score = extra["unseen_score"]
+        self.uniform_mix = extra["uniform_mix"]
+        self.score_decay = extra["score_decay"]
+        self.score_clip_quantile = extra["score_clip_quantile"]
+        self.persistent_visits = extra["persistent_visits"]
+        self._explore = self.unseen_score != "initial"
 
         pool_of = np.asarray(pool_of)
         if pool_of.ndim != 1 or pool_of.shape[0] == 0:
@@ -174,8 +312,28 @@ class LossPowerTable:
         self._seen = np.zeros(self.size, dtype=bool)  # has had a finite loss
         self._n_quarantined = 0
         self.n_observations = 0
+        #: Epoch stamped on observations (set by the sampler at each epoch).
+        self.epoch = 0
+        self._last_observed = np.full(self.size, -1, dtype=np.int64)
+        self._streak = np.zeros(self.size, dtype=np.int64)
+        self._hard = np.zeros(self.size, dtype=bool)
+        self._threshold = np.full(self.n_pools, np.inf)
         start = self._weights(np.ones(1), np.zeros(1, dtype=bool))[0]
+        if self._explore:
+            start = 0.0  # every example is unseen: its mass is the pool's unseen mass
         self._trees = [SumTree(m.shape[0], init=start) for m in self._members]
+        if self._explore:
+            score_tree = MaxTree if self.unseen_score == "max" else SumTree
+            # Per pool, the local indices of its unseen examples come first in
+            # _unseen_list (in removal order), _unseen_pos maps a local index
+            # to its position there (-1 once seen).
+            self._unseen_list = [np.arange(m.shape[0]) for m in self._members]
+            self._unseen_pos = [np.arange(m.shape[0]) for m in self._members]
+            self._n_unseen = self.pool_sizes.copy()
+            self._score_trees = [
+                score_tree(m.shape[0], init=0.0) for m in self._members
+            ]
+            self._n_scored = np.zeros(self.n_pools, dtype=np.int64)
 
     # ------------------------------------------------------------------ views
     @property
@@ -184,13 +342,20 @@ class LossPowerTable:
         return read_only(self._scores)
 
     def digest(self):
-        """A short fingerprint of the scores and quarantine flags.
+        """A short fingerprint of the table's state.
 
         Ranks of a distributed run compare digests to prove their tables agree.
+        It covers the scores, quarantine and seen flags, the power in force,
+        the epochs of the last observations and the noise guard's flags.
         """
         h = hashlib.sha1(np.ascontiguousarray(self._scores).tobytes())
         h.update(np.ascontiguousarray(self._quarantined).tobytes())
         h.update(np.ascontiguousarray(self._seen).tobytes())
+        h.update(np.float64(self.alpha).tobytes())
+        h.update(np.ascontiguousarray(self._last_observed).tobytes())
+        h.update(np.ascontiguousarray(self._streak).tobytes())
+        h.update(np.ascontiguousarray(self._hard).tobytes())
+        h.update(np.ascontiguousarray(self._threshold).tobytes())
         return h.hexdigest()[:16]
 
     @property
@@ -204,6 +369,31 @@ class LossPowerTable:
         return self._n_quarantined
 
     @property
+    def seen(self):
+        """Boolean mask of the examples that have had a finite loss (read-only)."""
+        return read_only(self._seen)
+
+    @property
+    def unseen(self):
+        """Boolean mask of the examples never observed (no loss, finite or not)."""
+        return ~self._seen & ~self._quarantined
+
+    @property
+    def last_observed(self):
+        """:attr:`epoch` of each example's latest observation, -1 if none (read-only)."""
+        return read_only(self._last_observed)
+
+    @property
+    def persistently_hard(self):
+        """Boolean mask of the noise guard's persistently hard examples (read-only)."""
+        return read_only(self._hard)
+
+    @property
+    def clip_thresholds(self):
+        """The noise guard's threshold ``t_k`` of each pool (``inf`` = none yet)."""
+        return read_only(self._threshold)
+
+    @property
     def pool_sizes(self):
         """Number of examples in each pool."""
         return np.array([m.shape[0] for m in self._members], dtype=np.int64)
@@ -213,8 +403,32 @@ class LossPowerTable:
         return self._members[pool]
 
     def pool_weight(self, pool):
-        """Sum of the weights ``L ** alpha + eps`` over ``pool``."""
-        return self._trees[pool].total()
+        """Sum of the weights ``L ** alpha + eps`` over ``pool`` (unseen mass included)."""
+        total = self._trees[pool].total()
+        if self._explore:
+            total += self._unseen_mass(pool)
+        return total
+
+    def unseen_weight(self, pool):
+        """Weight ``s_u ** alpha + eps`` of an unseen example of ``pool``.
+
+        ``s_u`` is the option ``unseen_score``: 1.0 with ``"initial"`` or while
+        the pool has no scored example, else the largest or mean score of the
+        pool's scored (seen, not quarantined) examples.
+        """
+        score = 1.0
+        if self._explore and self._n_scored[pool] > 0:
+            score = self._score_trees[pool].total()
+            if self.unseen_score == "mean":
+                score /= float(self._n_scored[pool])
+        try:
+            powered = score**self.alpha
+        except OverflowError:
+            powered = math.inf
+        return min(powered, MAX_WEIGHT) + self.eps
+
+    def _unseen_mass(self, pool):
+        return float(self._n_unseen[pool]) * self.unseen_weight(pool)
 
     def probabilities(self, pool):
         """Exact draw probability of each member of ``pool`` within the pool.
@@ -225,7 +439,60 @@ class LossPowerTable:
             Aligned with :meth:`members`; sums to 1.
         """
         weights = np.array(self._trees[pool].values)
-        return weights / weights.sum()
+        if self._explore:
+            weights[self._unseen_pos[pool] >= 0] = self.unseen_weight(pool)
+        probs = weights / weights.sum()
+        if self.uniform_mix:
+            probs = (1.0 - self.uniform_mix) * probs + self.uniform_mix / probs.shape[0]
+        return probs
+
+    def probability_of(self, indices):
+        """Within-pool draw probability of each of ``indices``, in O(B).
+
+        The probability :meth:`draw` gives the example when its pool is
+        drawn, i.e. the entries of :meth:`probabilities` for these examples
+        (up to rounding: the pool total comes from the sum tree).
+        """
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = np.empty(indices.shape[0], dtype=np.float64)
+        pools = self.pool_of[indices]
+        for pool in np.unique(pools):
+            sel = np.flatnonzero(pools == pool)
+            local = self._local[indices[sel]]
+            tree = self._trees[pool]
+            values = np.asarray(tree.values)[local]
+            total = tree.total()
+            if self._explore:
+                w_u = self.unseen_weight(pool)
+                unseen = self._unseen_pos[pool][local] >= 0
+                values = np.where(unseen, w_u, values)
+                total += float(self._n_unseen[pool]) * w_u
+            probs = values / total
+            if self.uniform_mix:
+                size = self._members[pool].shape[0]
+                probs = (1.0 - self.uniform_mix) * probs + self.uniform_mix / size
+            out[sel] = probs
+        return out
+
+    def kl_to_uniform(self, shares=None):
+        """KL divergence of the draw distribution from uniform, within pools.
+
+        ``sum_k share_k * KL(P(. | C_k) || uniform over C_k)`` in nats, the
+        pools weighed by their draw shares (default: their sizes). O(N).
+        """
+        if shares is None:
+            shares = self.pool_sizes.astype(np.float64)
+        shares = np.asarray(shares, dtype=np.float64)
+        total = 0.0
+        for pool, share in enumerate(shares):
+            if share <= 0:
+                continue
+            probs = self.probabilities(pool)  # all > 0: every weight is >= eps
+            # numpy's own pairwise sum, not BLAS (np.dot): the same on every
+            # rank whatever its thread count.
+            kl = float(np.sum(probs * np.log(probs))) + math.log(probs.shape[0])
+            total += share * max(kl, 0.0)
+        return total / float(shares[shares > 0].sum())
 
     def _name(self, index):
         return repr(self.ids[index]) if self.ids is not None else f"#{index}"
@@ -236,6 +503,16 @@ class LossPowerTable:
             powered = np.power(scores, self.alpha)
         powered = np.minimum(powered, MAX_WEIGHT)
         return np.where(quarantined, 0.0, powered) + self.eps
+
+    def _all_weights(self):
+        """``_weights`` of every example, in place where it can (O(N))."""
+        with np.errstate(over="ignore"):
+            weights = np.power(self._scores, self.alpha)
+        np.minimum(weights, MAX_WEIGHT, out=weights)
+        if self._n_quarantined:
+            weights[self._quarantined] = 0.0
+        weights += self.eps
+        return weights
 
     def _hardness(self, losses):
         with np.errstate(over="ignore"):
@@ -297,7 +574,11 @@ class LossPowerTable:
         rank_sorted = np.arange(sorted_idx.shape[0]) - np.repeat(starts, group_len)
         occurrence = np.empty_like(rank_sorted)
         occurrence[order] = rank_sorted
-        if self.momentum is None and group_len.max() > 1:
+        if (
+            self.momentum is None
+            and self.score_clip_quantile is None
+            and group_len.max() > 1
+        ):
             # Without averaging only the last observation of each index counts.
             last = np.zeros(indices.shape[0], dtype=bool)
             last[order[starts + group_len - 1]] = True
@@ -311,16 +592,21 @@ class LossPowerTable:
     def _apply(self, idx, hard, finite):
         """Apply observations for distinct indices ``idx``."""
         was_quarantined = self._quarantined[idx]
+        if self._explore:
+            was_scored = self._seen[idx] & ~was_quarantined
         new_scores = hard.copy()
         if self.momentum is not None:
             mix = finite & ~was_quarantined & self._seen[idx]
             m = self.momentum
             blended = m * self._scores[idx] + (1.0 - m) * hard
             new_scores = np.where(mix, np.minimum(blended, _MAX_SCORE), hard)
+        if self.score_clip_quantile is not None:
+            new_scores = self._guard(idx, hard, finite, new_scores)
         new_scores[~finite] = 0.0
         self._scores[idx] = new_scores
         self._quarantined[idx] = ~finite
         self._seen[idx] |= finite
+        self._last_observed[idx] = self.epoch
         self._n_quarantined += int(np.count_nonzero(~finite)) - int(
             np.count_nonzero(was_quarantined)
         )
@@ -328,10 +614,195 @@ class LossPowerTable:
         pools = self.pool_of[idx]
         if self.n_pools == 1:
             self._trees[0].update(self._local[idx], weights)
+        else:
+            for pool in np.unique(pools):
+                sel = pools == pool
+                self._trees[pool].update(self._local[idx[sel]], weights[sel])
+        if self._explore:
+            scored = np.where(finite, new_scores, 0.0)
+            change = finite.astype(np.int64) - was_scored
+            if self.n_pools == 1:
+                self._explore_update(0, self._local[idx], scored, change)
+            else:
+                for pool in np.unique(pools):
+                    sel = pools == pool
+                    local = self._local[idx[sel]]
+                    self._explore_update(pool, local, scored[sel], change[sel])
+
+    def _explore_update(self, pool, local, scored, change):
+        """Observed examples leave the unseen list; their scores enter the pool's."""
+        self._score_trees[pool].update(local, scored)
+        self._n_scored[pool] += int(change.sum())
+        leaving = local[self._unseen_pos[pool][local] >= 0]
+        if leaving.size:
+            self._unseen_remove(pool, leaving)
+
+    def _unseen_remove(self, pool, local):
+        """Swap-remove the distinct unseen examples ``local`` from the pool's list.
+
+        The unseen examples in the tail that the shorter list no longer
+        covers move, in list order, into the vacated positions in front of
+        it, in increasing order: O(len(local)), and the same on every rank.
+        """
+        order, position = self._unseen_list[pool], self._unseen_pos[pool]
+        count = int(self._n_unseen[pool])
+        new_count = count - local.shape[0]
+        vacated = position[local]
+        position[local] = -1
+        tail = order[new_count:count]
+        movers = tail[position[tail] >= 0]
+        holes = np.sort(vacated[vacated < new_count])
+        order[holes] = movers
+        position[movers] = holes
+        self._n_unseen[pool] = new_count
+
+    def _guard(self, idx, hard, finite, new_scores):
+        """Noise guard: streaks above the pool threshold, flags, capped scores."""
+        threshold = self._threshold[self.pool_of[idx]]
+        streak = self._streak[idx]
+        streak = np.where(finite, np.where(hard > threshold, streak + 1, 0), streak)
+        flagged = np.where(finite, streak >= self.persistent_visits, self._hard[idx])
+        self._streak[idx] = streak
+        self._hard[idx] = flagged
+        return np.where(finite & flagged, np.minimum(new_scores, threshold), new_scores)
+
+    def _rescore(self, idx, scores):
+        """Set the scores of distinct scored (seen, not quarantined) examples."""
+        if idx.size == 0:
             return
+        self._scores[idx] = scores
+        if 8 * idx.size > self.size:  # many: rebuilding is cheaper
+            self._rebuild()
+            if self._explore:
+                scored = self._seen & ~self._quarantined
+                values = np.where(scored, self._scores, 0.0)
+                for pool, members in enumerate(self._members):
+                    self._score_trees[pool].set_all(values[members])
+            return
+        weights = self._weights(scores, np.zeros(idx.shape[0], dtype=bool))
+        pools = self.pool_of[idx]
         for pool in np.unique(pools):
             sel = pools == pool
-            self._trees[pool].update(self._local[idx[sel]], weights[sel])
+            local = self._local[idx[sel]]
+            self._trees[pool].update(local, weights[sel])
+            if self._explore:
+                self._score_trees[pool].update(local, scores[sel])
+
+    def _rebuild(self):
+        """Rebuild the weight trees from the scores in O(N)."""
+        weights = self._all_weights()
+        if self._explore:
+            weights[self.unseen] = 0.0
+        if self.n_pools == 1:  # its members are 0 .. N-1 in order
+            self._trees[0].set_all(weights, check=False)
+            return
+        for pool, members in enumerate(self._members):
+            self._trees[pool].set_all(weights[members], check=False)
+
+    def _rebuild_explore(self, order=None):
+        """Rebuild the unseen lists and the scored examples' trees in O(N).
+
+        ``order``: the saved concatenation of the pools' unseen lists; used
+        when its heads hold exactly the unseen examples, else each list
+        takes its unseen examples in increasing order.
+        """
+        unseen = self.unseen
+        scored = self._seen & ~self._quarantined
+        scored_values = np.where(scored, self._scores, 0.0)
+        start = 0
+        for pool, members in enumerate(self._members):
+            size = members.shape[0]
+            mask = unseen[members]
+            count = int(np.count_nonzero(mask))
+            listed = None if order is None else order[start : start + size]
+            start += size
+            if listed is None or not np.array_equal(
+                np.sort(listed[:count]), np.flatnonzero(mask)
+            ):
+                listed = np.concatenate([np.flatnonzero(mask), np.flatnonzero(~mask)])
+            self._unseen_list[pool] = np.asarray(listed, dtype=np.int64).copy()
+            position = np.full(size, -1, dtype=np.int64)
+            position[self._unseen_list[pool][:count]] = np.arange(count)
+            self._unseen_pos[pool] = position
+            self._n_unseen[pool] = count
+            self._score_trees[pool].set_all(scored_values[members])
+            self._n_scored[pool] = int(np.count_nonzero(scored[members]))
+
+    def set_alpha(self, alpha):
+        """Change the power ``alpha`` and re-weight every example (O(N))."""
+        alpha = float(alpha)
+        if not (math.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"alpha must be finite and >= 0, got {alpha}")
+        if alpha != self.alpha:
+            self.alpha = alpha
+            self._rebuild()
+
+    def decay_stale(self, epoch_left):
+        """Staleness: pull the scores not refreshed in ``epoch_left`` to their pool mean.
+
+        Every scored example (seen, not quarantined) whose latest observation
+        is older than ``epoch_left`` gets ``L <- L + d * (mean_k - L)``, with
+        ``mean_k`` the mean score of the scored examples of its pool before
+        the update and ``d`` = ``score_decay``. O(N).
+
+        Returns
+        -------
+        int
+            Number of examples moved (0 when ``score_decay`` is 0).
+
+        Example
+        -------
+        >>> import numpy as np
+        >>> table = LossPowerTable(np.zeros(3, dtype=int), score_decay=0.5)
+        >>> table.observe_indices([0, 1], [4.0, 2.0])  # epoch 0
+        >>> table.epoch = 1
+        >>> table.observe_indices([1], [2.0])
+        >>> table.decay_stale(1), table.scores.tolist()  # mean 3: 4 -> 3.5
+        (1, [3.5, 2.0, 1.0])
+        """
+        if not self.score_decay:
+            return 0
+        scored = self._seen & ~self._quarantined
+        stale = np.flatnonzero(scored & (self._last_observed < epoch_left))
+        if stale.size == 0:
+            return 0
+        sums = np.bincount(
+            self.pool_of,
+            weights=np.where(scored, self._scores, 0.0),
+            minlength=self.n_pools,
+        )
+        counts = np.bincount(self.pool_of[scored], minlength=self.n_pools)
+        means = sums / np.maximum(counts, 1)
+        old = self._scores[stale]
+        new = old + self.score_decay * (means[self.pool_of[stale]] - old)
+        if self.score_clip_quantile is not None:
+            hard = self._hard[stale]
+            new = np.where(
+                hard, np.minimum(new, self._threshold[self.pool_of[stale]]), new
+            )
+        self._rescore(stale, new)
+        return int(stale.size)
+
+    def refresh_guard(self):
+        """Noise guard: new thresholds ``t_k``, and flagged scores capped at them.
+
+        ``t_k`` is the ``score_clip_quantile`` quantile of the scores of the
+        scored examples of pool ``k`` (``inf`` with fewer than 2). O(N); a
+        no-op when the guard is off.
+        """
+        if self.score_clip_quantile is None:
+            return
+        scored = self._seen & ~self._quarantined
+        for pool, members in enumerate(self._members):
+            values = self._scores[members[scored[members]]]
+            self._threshold[pool] = (
+                float(np.quantile(values, self.score_clip_quantile))
+                if values.shape[0] >= 2
+                else np.inf
+            )
+        limit = self._threshold[self.pool_of]
+        over = np.flatnonzero(self._hard & scored & (self._scores > limit))
+        self._rescore(over, limit[over])
 
     # ------------------------------------------------------------------ draws
     def draw(self, pool_ids, rng):
@@ -342,8 +813,9 @@ class LossPowerTable:
         pool_ids : array_like of int
             Pool index per draw.
         rng : numpy.random.Generator
-            Source of randomness; pools are served in increasing order, so the
-            result is a deterministic function of the generator state.
+            Source of randomness; pools are served in increasing order, one
+            uniform number per draw, so the result is a deterministic function
+            of the generator state.
 
         Returns
         -------
@@ -358,17 +830,62 @@ class LossPowerTable:
             raise IndexError(f"pool index out of range [0, {self.n_pools})")
         for pool in np.unique(pool_ids):
             where = np.flatnonzero(pool_ids == pool)
-            leaves = self._trees[pool].sample(rng.random(where.shape[0]))
-            out[where] = self._members[pool][leaves]
+            out[where] = self._draw_pool(pool, rng.random(where.shape[0]))
         return out
+
+    def _draw_pool(self, pool, u):
+        """Members of ``pool`` for the uniform numbers ``u``."""
+        members = self._members[pool]
+        if not self.uniform_mix:
+            return members[self._draw_local(pool, u)]
+        lam = self.uniform_mix
+        mixed = u < lam
+        local = np.empty(u.shape[0], dtype=np.int64)
+        size = members.shape[0]
+        local[mixed] = np.minimum((u[mixed] / lam * size).astype(np.int64), size - 1)
+        rest = ~mixed
+        local[rest] = self._draw_local(
+            pool, np.minimum((u[rest] - lam) / (1.0 - lam), _BELOW_ONE)
+        )
+        return members[local]
+
+    def _draw_local(self, pool, u):
+        """Loss-power draws (local indices) of ``pool`` for the numbers ``u``."""
+        tree = self._trees[pool]
+        if not self._explore:
+            return tree.sample(u)
+        in_tree = tree.total()
+        n_unseen = int(self._n_unseen[pool])
+        if n_unseen == 0:
+            return tree.sample(u)
+        mass = n_unseen * self.unseen_weight(pool)
+        target = u * (in_tree + mass)
+        seen = target < in_tree
+        local = np.empty(u.shape[0], dtype=np.int64)
+        if seen.any():
+            local[seen] = tree.sample(np.minimum(target[seen] / in_tree, _BELOW_ONE))
+        rest = ~seen
+        if rest.any():
+            # Uniform among the pool's unseen examples.
+            share = np.clip((target[rest] - in_tree) / mass, 0.0, _BELOW_ONE)
+            slot = np.minimum((share * n_unseen).astype(np.int64), n_unseen - 1)
+            local[rest] = self._unseen_list[pool][slot]
+        return local
 
     # ------------------------------------------------------------ persistence
     def state_dict(self):
-        """Scores and quarantine flags (plain numpy arrays and numbers)."""
+        """Scores, flags and the options' per-example state (numpy arrays and numbers)."""
         return {
             "scores": self._scores.copy(),
             "quarantined": self._quarantined.copy(),
             "seen": self._seen.copy(),
+            "last_observed": self._last_observed.copy(),
+            "streak": self._streak.copy(),
+            "persistently_hard": self._hard.copy(),
+            "clip_threshold": self._threshold.copy(),
+            "unseen_order": (
+                np.concatenate(self._unseen_list) if self._explore else None
+            ),
             "n_observations": self.n_observations,
             "size": self.size,
             "pool_checksum": _pool_checksum(self.pool_of),
@@ -378,7 +895,10 @@ class LossPowerTable:
         """Restore :meth:`state_dict` output and rebuild the trees.
 
         The current ``alpha``, ``eps``, ``transform`` and ``momentum`` apply to
-        the restored scores, so these may be changed between runs.
+        the restored scores, so these may be changed between runs. Entries
+        missing from older states take their best guess: ``seen`` from the
+        scores, the last observation in the current :attr:`epoch` for seen
+        examples, no streaks, no flags, no thresholds.
         """
         if int(state["size"]) != self.size:
             raise ValueError(
@@ -397,8 +917,33 @@ class LossPowerTable:
         if seen is None:  # saved before "seen" was kept: the best guess
             seen = (scores != 1.0) | quarantined
         self._seen[:] = np.asarray(seen, dtype=bool).reshape(self.size)
+        last = state.get("last_observed")
+        if last is None:
+            last = np.where(self._seen | quarantined, self.epoch, -1)
+        self._last_observed[:] = np.asarray(last, dtype=np.int64).reshape(self.size)
+        streak = state.get("streak")
+        self._streak[:] = 0 if streak is None else np.asarray(streak).reshape(self.size)
+        hard = state.get("persistently_hard")
+        self._hard[:] = (
+            False if hard is None else np.asarray(hard, dtype=bool).reshape(self.size)
+        )
+        threshold = state.get("clip_threshold")
+        self._threshold[:] = (
+            np.inf
+            if threshold is None
+            else np.asarray(threshold, dtype=np.float64).reshape(self.n_pools)
+        )
         self._n_quarantined = int(np.count_nonzero(quarantined))
         self.n_observations = int(state["n_observations"])
-        weights = self._weights(self._scores, self._quarantined)
-        for pool, members in enumerate(self._members):
-            self._trees[pool].set_all(weights[members])
+        self._rebuild()
+        if self._explore:
+            order = state.get("unseen_order")
+            if order is not None:
+                order = np.asarray(order, dtype=np.int64).reshape(-1)
+                if order.shape != (self.size,):
+                    order = None
+            self._rebuild_explore(order)
+
+
+#: The largest float below 1, the top of a uniform number.
+_BELOW_ONE = np.nextafter(1.0, 0.0)
