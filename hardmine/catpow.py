@@ -148,9 +148,13 @@ class CategoryDatasetPowerSampler(BatchSamplerBase):
     **options
         Keyword arguments of :class:`~hardmine.sampler_base.BatchSamplerBase`:
         ``alpha``, ``eps``, ``transform`` and ``momentum``, the options of the
-        ISBL leaf (see :class:`~hardmine.loss_table.LossPowerTable`), and
-        ``rank``, ``world_size``, the distributed position (by default
-        torch.distributed's when it is initialised, else a single process).
+        ISBL leaf (see :class:`~hardmine.loss_table.LossPowerTable`); the
+        leaf's exploration, staleness, noise-guard, capacity and importance
+        options as in :class:`~hardmine.isbl.ISBLSampler`, with the groups as
+        pools and ``P(d) P(l | d)`` as their draw shares (used with
+        ``leaf="isbl"`` only); and ``rank``, ``world_size``, the distributed
+        position (by default torch.distributed's when it is initialised, else
+        a single process).
 
     Example
     -------
@@ -240,6 +244,8 @@ class CategoryDatasetPowerSampler(BatchSamplerBase):
         self._round_robin = self._leaf
         if self._leaf.live:
             self._round_robin = RoundRobinLeaf(self._group_of)
+            plan = self.group_plan
+            self._leaf.set_shares(plan.p_dataset[plan.group_dataset] * plan.p_category)
         self._plan_cache = None
         self._groups_cache = None
 

@@ -9,6 +9,34 @@ before the first one). The pool itself is drawn from a fixed pool mix.
 Scores live in a :class:`~hardmine.loss_table.LossPowerTable`, so updating and
 drawing a batch costs O(B log N) whatever the dataset size.
 
+Options (constructor arguments and fields of ``hparams/isbl.yaml``; every one
+off by default, and off the draws are exactly those of the equation above,
+draw for draw for the same seed):
+
+* ``capacity`` (nats) with ``capacity_lr``: the sharpness ``a`` that replaces
+  ``alpha`` is the inverse of a temperature tuned by dual ascent so that the
+  KL divergence of the draw distribution from uniform within each pool,
+  averaged over the pools by their draw shares, stays at ``capacity``
+  (:mod:`hardmine.sampler_base`); updated every ``refresh_every`` batches.
+* ``unseen_score`` (``initial`` | ``max`` | ``mean``) and ``uniform_mix``
+  ``lambda``: an example not yet observed scores the largest or the mean
+  score of its pool's observed examples instead of 1.0, and a share
+  ``lambda`` of each pool's draws is uniform, ``P = (1 - lambda) * P_ISBL +
+  lambda / |C_k|`` (:mod:`hardmine.loss_table`). ``stats()`` reports the
+  epoch's coverage (``coverage_epoch``).
+* ``is_beta`` with ``is_anneal_epochs``: importance weights
+  ``w_i = (N_k * P(i | C_k)) ** -beta`` of the batch in training,
+  :meth:`~hardmine.sampler_base.BatchSamplerBase.batch_weights`;
+  :class:`~hardmine.brain.HardMiningBrain` multiplies them into its loss
+  reduction.
+* ``score_decay`` ``d``: at each new epoch, the score of every observed example
+  not observed in the epoch that ended moves a fraction ``d`` of the way to
+  its pool's mean score.
+* ``score_clip_quantile`` ``q`` with ``persistent_visits`` ``k``: an example whose
+  loss is above its pool's ``q``-quantile of scores on ``k`` consecutive
+  visits is flagged (:attr:`ISBLSampler.persistently_hard`) and its score is
+  capped at that quantile.
+
 Example
 -------
 >>> import numpy as np
@@ -25,6 +53,22 @@ Example
 >>> sampler.observe(["utt0", "utt3"], np.array([9.0, 0.0]))
 >>> round(float(sampler.draw_probabilities()[0]), 3)
 0.419
+
+The options, all on:
+
+>>> sampler = ISBLSampler(
+...     dataset, batch_size=2, seed=0, capacity=0.2, refresh_every=1,
+...     unseen_score="max", uniform_mix=0.001, is_beta=0.5, is_anneal_epochs=4,
+...     score_decay=0.1, score_clip_quantile=0.9, persistent_visits=2)
+>>> sampler.set_epoch(1)
+>>> batch = next(iter(sampler))
+>>> ids = [sampler.ids[i] for i in batch]
+>>> sampler.observe(ids, [2.0, 1.0])
+>>> weights = sampler.batch_weights(ids)
+>>> weights.shape, float(weights.max())
+((2,), 1.0)
+>>> sorted(k for k in sampler.stats() if k in {"sharpness", "is_beta", "n_unseen"})
+['is_beta', 'n_unseen', 'sharpness']
 """
 
 import math
@@ -121,6 +165,19 @@ class ISBLSampler(BatchSamplerBase):
           :class:`~hardmine.loss_table.LossPowerTable`);
         * ``momentum`` (float, optional): moving-average factor for the
           scores; None keeps the latest loss;
+        * ``capacity`` (float, optional, nats; > 0 and below the KL the pools
+          can reach), ``capacity_lr`` (float, default 0.05): concentration
+          control;
+        * ``refresh_every`` (int, optional): batches between the O(N)
+          refreshes of the capacity and the noise guard; None =
+          ``max(8, ceil(N / 2048))``;
+        * ``unseen_score`` (str, default ``"initial"``), ``uniform_mix``
+          (float in [0, 1), default 0): exploration;
+        * ``is_beta`` (float in [0, 1], optional), ``is_anneal_epochs`` (int,
+          default 0 = constant): importance weights;
+        * ``score_decay`` (float in [0, 1], default 0): staleness;
+        * ``score_clip_quantile`` (float in (0, 1), optional),
+          ``persistent_visits`` (int >= 1, default 3): the noise guard;
         * ``rank``, ``world_size`` (int, optional): the distributed position,
           torch.distributed's by default.
 
@@ -179,6 +236,7 @@ class ISBLSampler(BatchSamplerBase):
         self._leaf = self._make_leaf(pool_of)
         self.table = self._leaf.table
         self.pool_mix_probs = self._resolve_mix(pool_mix, self.table.pool_sizes)
+        self._leaf.set_shares(self.pool_mix_probs)
         self._mix_cdf = np.cumsum(self.pool_mix_probs)
         last_used = int(np.flatnonzero(self.pool_mix_probs > 0)[-1])
         self._mix_cdf[last_used:] = 1.0
@@ -343,8 +401,12 @@ class ISBLSampler(BatchSamplerBase):
             ``draw_entropy`` (entropy / log N, 1 = uniform), ``draw_ess`` (effective
             sample size ``1 / sum p^2``), ``draw_ess_frac`` (``draw_ess / N``),
             ``max_prob_ratio`` (largest probability times N), ``coverage``
-            (share of examples drawn at least once), ``mean_score`` and
-            ``n_quarantined``.
+            (share of examples drawn at least once), ``coverage_epoch`` (share
+            drawn at least once in this epoch), ``mean_score`` and
+            ``n_quarantined``; with the options on, ``sharpness`` (the power
+            in force) and ``capacity_kl`` (the KL at the last refresh),
+            ``n_unseen``, ``is_beta`` (beta in force), ``n_decayed`` (scores
+            aged at the start of this epoch), ``n_persistently_hard``.
         """
         probs = self.draw_probabilities()
         size = probs.shape[0]
@@ -366,7 +428,7 @@ class ISBLSampler(BatchSamplerBase):
         -------
         list of dict
             Keys ``id``, ``index``, ``pool``, ``score``, ``prob`` (chance per
-            draw), ``draws``.
+            draw), ``draws``, ``persistently_hard`` (the noise guard's flag).
         """
         k = max(0, min(int(k), len(self.ids)))
         if k == 0:
@@ -383,6 +445,7 @@ class ISBLSampler(BatchSamplerBase):
                 "score": float(scores[i]),
                 "prob": float(probs[i]),
                 "draws": int(self._draw_counts[i]),
+                "persistently_hard": bool(self.table.persistently_hard[i]),
             }
             for i in top
         ]
