@@ -377,8 +377,12 @@ class HardMiningBrain(sb.Brain):
         self._batch_weight = 0
         ids = self._ids(batch, losses.numel())
         detached = losses.detach().float()
+        importance = None
         if self.live_sampler is not None:
             self.live_sampler.observe(ids, detached.masked_fill(bad, float("nan")))
+            # The sampler's importance weights of these slots (is_beta), or None.
+            get_weights = getattr(self.live_sampler, "batch_weights", None)
+            importance = None if get_weights is None else get_weights(ids)
 
         reason, keep = self._local_reason(detached, bad, ids)
         loss = weights = None
@@ -390,6 +394,13 @@ class HardMiningBrain(sb.Brain):
             loss, weights = self.reweighting.reduce(
                 kept, classes, epoch=self.current_epoch, step=self.optimizer_step
             )
+            if importance is not None:
+                # sum w p L / sum w p over the kept examples (p = 1 when uniform).
+                w = torch.as_tensor(importance, dtype=torch.float32)
+                w = w.to(losses.device)[keep]
+                mixed = w if weights is None else w * weights.to(w.dtype)
+                mixed = mixed / mixed.sum()
+                loss = (mixed.to(kept.dtype) * kept).sum()
             if self.loss_limit.exceeded(loss.detach()):
                 logger.warning(
                     "Batch loss %.4g is not below loss_upper_lim=%g: skipping the batch",
@@ -414,9 +425,12 @@ class HardMiningBrain(sb.Brain):
             return self._skip(reason, losses)
         if reachable is False:
             count["capacity_unreachable"] += 1
-        count["ess_sum"] += (
-            int(keep.sum()) if weights is None else effective_sample_size(weights)
-        )
+        if importance is not None:
+            count["ess_sum"] += effective_sample_size(mixed)
+        else:
+            count["ess_sum"] += (
+                int(keep.sum()) if weights is None else effective_sample_size(weights)
+            )
         count["ess_batches"] += 1
         self._usable_in_window += 1
         self._batch_weight = int(keep.sum())
