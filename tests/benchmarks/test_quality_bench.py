@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hardmine.tools import ruler
 from hardmine.tools.stats import seed_difference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def test_quick_kws_ruler_writes_paired_statistics(tmp_path):
     saved = json.loads((tmp_path / "quality_bench_kws.json").read_text())
     assert saved["seeds"] == [1, 2] and saved["variants"].keys() == {"baseline", "isbl"}
     for variant in ("baseline", "isbl"):
-        for metric in bench.KWS_METRICS:
+        for metric in ruler.KWS_METRICS:
             s = saved["summary"][variant][metric]
             assert len(s["per_seed"]) == 2
             finite = [v for v in s["per_seed"] if v is not None]
@@ -43,7 +44,7 @@ def test_quick_kws_ruler_writes_paired_statistics(tmp_path):
         curve = saved["curves"][variant]["1"]
         assert [p["epoch"] for p in curve] == [1] and curve[0]["step"] > 0
     paired = saved["paired"]["isbl"]
-    assert set(paired) == set(bench.KWS_METRICS)
+    assert set(paired) == set(ruler.KWS_METRICS)
     acc = paired["accuracy"]
     # The seed statistic is the mean of the per-seed differences.
     per_seed = [

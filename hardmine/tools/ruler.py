@@ -1,0 +1,490 @@
+"""The quality ruler: mining variants against the baseline, paired over seeds.
+
+Every run is the recipe's own ``train.py`` on a benchmark set with a known
+difficulty structure, all variants under the same budget (epochs, batch
+size, model), one seed after the other; the same seed gives two variants the
+same initial weights and, where the sampler allows, the same data order.
+
+``kws`` (default): the Google Speech Commands recipe on the hard benchmark
+set of :mod:`hardmine.synthetic.hard_gsc` (low-SNR clips, rare keywords,
+mislabelled training clips, every clip's subgroup listed). Metrics per run:
+test accuracy, rare-keyword and low-SNR accuracy, false-reject rate at 1 %
+and 5 % false alarms, the validation accuracy of every epoch, and the
+optimizer steps a variant needs to reach the baseline's final validation
+accuracy (epoch resolution).
+
+``sep``: the WSJ0Mix recipe on the embedded WSJ0-2mix-style set. Metrics:
+test SI-SNRi mean, median, 5th and 10th percentile, the mean per subgroup
+of ``mixture_info.csv`` (close pitch, large level difference, full overlap,
+the rest), validation SI-SNR per epoch and steps to the baseline's final
+validation SI-SNR.
+
+Statistics against the baseline (:mod:`hardmine.tools.stats`): the mean
+per-seed difference with a bootstrap 95 % interval and the Wilcoxon
+signed-rank p-value, and for the test-set metrics a paired bootstrap over
+test utterances (one resample for both variants and every seed).
+
+``benchmarks/quality_bench.py`` and ``make demo`` run it
+(:func:`run`); see that script for the command lines.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hardmine.synthetic.hard_gsc import SUBGROUPS_FILE, hard_gsc_default, make_hard_gsc
+from hardmine.synthetic.layouts import default_wsj0mix
+from hardmine.tasks.kws_metrics import frr_at_far
+from hardmine.tasks.sep_metrics import SUBGROUPS, read_subgroups
+from hardmine.tasks.separation import TINY_OVERRIDES
+from hardmine.tools.stats import seed_difference, utterance_difference
+
+ROOT = Path(__file__).resolve().parents[2]
+FARS = (0.01, 0.05)
+
+
+class Task:
+    """What differs between the KWS and the separation ruler."""
+
+    def __init__(self, name, recipe, variants, epochs, extra, valid_key, higher_better):
+        self.name = name
+        self.recipe = ROOT / "recipes" / recipe
+        self.variants = variants
+        self.epochs = epochs
+        self.extra = extra
+        self.valid_key = valid_key
+        self.higher_better = higher_better
+
+
+KWS = Task(
+    "kws",
+    "GoogleSpeechCommands/kws",
+    {
+        "baseline": "hparams/kws.yaml",
+        "isbl": "hparams/kws_isbl.yaml",
+        "robust": "hparams/kws_robust.yaml",
+    },
+    epochs=5,
+    extra=[],
+    valid_key="accuracy",
+    higher_better=True,
+)
+SEP = Task(
+    "sep",
+    "WSJ0Mix/separation",
+    {
+        "baseline": "hparams/sepformer.yaml",
+        "isbl": "hparams/sepformer_isbl.yaml",
+        "robust": "hparams/sepformer_robust.yaml",
+    },
+    epochs=6,
+    extra=["--batch_size", "4", "--lr", "0.001"],
+    valid_key="si-snr",
+    higher_better=False,  # the logged validation SI-SNR is a loss (-dB)
+)
+TASKS = {"kws": KWS, "sep": SEP}
+
+#: Command-line overrides of a CPU-sized model per task (``--quick`` and ``sep``).
+TINY = {
+    "kws": ["--tdnn_channels", "16", "--emb_dim", "16", "--n_mels", "20"],
+    "sep": TINY_OVERRIDES["sepformer"],
+}
+
+
+# ------------------------------------------------------------------ runs
+def run_folder(out, variant, seed):
+    return Path(out) / variant / str(seed)
+
+
+def train(task, variant, seed, data, out, epochs, extra, log, echo=print):
+    """Run the recipe's train.py once (skipped when its test results exist)."""
+    folder = run_folder(out, variant, seed)
+    done = folder / "test_results.csv"
+    if done.exists():
+        return folder
+    cmd = [sys.executable, "train.py", task.variants[variant]]
+    cmd += ["--seed", str(seed), "--output_folder", str(folder)]
+    cmd += ["--number_of_epochs" if task.name == "kws" else "--N_epochs", str(epochs)]
+    cmd += ["--noprogressbar"] + (["--data_folder", str(data)] if data else []) + extra
+    start = time.time()
+    with open(log, "a") as f:
+        f.write(" ".join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.run(cmd, cwd=task.recipe, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise SystemExit(f"{variant} seed {seed} failed (see {log})")
+    echo(f"  {variant:>10} seed {seed}: {time.time() - start:.0f} s")
+    return folder
+
+
+def valid_curve(folder, key):
+    """Validation metric per epoch from the train log, with the steps so far."""
+    curve = {}
+    pattern = re.compile(r"epoch: (\d+).* valid " + re.escape(key) + r": ([-\d.e+]+)")
+    for line in (folder / "train_log.txt").read_text().splitlines():
+        m = pattern.search(line)
+        if m:
+            curve[int(m.group(1))] = float(m.group(2))
+    steps = {}
+    stats_file = folder / "mining_stats.jsonl"
+    for line in stats_file.read_text().splitlines() if stats_file.exists() else []:
+        record = json.loads(line)
+        steps[int(record["epoch"])] = int(record["optimizer_step"])
+    return [
+        {"epoch": e, "value": curve[e], "step": steps.get(e)} for e in sorted(curve)
+    ]
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------- metrics
+def kws_run(folder, subgroups):
+    """Per-utterance arrays of one KWS run, in test-ID order."""
+    rows = sorted(
+        (r for r in read_rows(folder / "test_results.csv") if r["ID"] != "avg"),
+        key=lambda r: r["ID"],
+    )
+    summary = json.loads((folder / "test_summary.json").read_text())
+    keywords = set(summary["classes"]) - {"_unknown_", "_silence_"}
+    info = [subgroups.get(r["ID"], {}) for r in rows]
+    return {
+        "ids": np.array([r["ID"] for r in rows]),
+        "correct": np.array([int(r["correct"]) for r in rows], dtype=float),
+        "score": np.array([float(r["score"]) for r in rows]),
+        "target": np.array([r["label"] in keywords for r in rows]),
+        "rare": np.array([s.get("rare") == "1" for s in info]),
+        "low_snr": np.array([s.get("low_snr") == "1" for s in info]),
+    }
+
+
+def kws_metric(name):
+    """``metric(run, index)`` for a KWS metric name."""
+
+    def mean_over(mask_key):
+        def metric(run, idx):
+            keep = run[mask_key][idx] if mask_key else np.ones(len(idx), bool)
+            return float(run["correct"][idx][keep].mean()) if keep.any() else math.nan
+
+        return metric
+
+    if name == "accuracy":
+        return mean_over(None)
+    if name in ("rare_accuracy", "low_snr_accuracy"):
+        return mean_over(name[: -len("_accuracy")])
+    far = float(name.split("@")[1])
+
+    def frr(run, idx):
+        t = run["target"][idx]
+        return frr_at_far(run["score"][idx][t], run["score"][idx][~t], far)["frr"]
+
+    return frr
+
+
+KWS_METRICS = ["accuracy", "rare_accuracy", "low_snr_accuracy"] + [
+    f"frr@{f}" for f in FARS
+]
+
+
+def kws_subgroups(data):
+    """Test-ID -> subgroup row of the benchmark sidecar."""
+    out = {}
+    for row in read_rows(Path(data) / SUBGROUPS_FILE):
+        word, name = row["path"][: -len(".wav")].split("/", 1)
+        out[f"{word}_{name}"] = row
+    return out
+
+
+def sep_run(folder, subgroups):
+    rows = sorted(
+        (r for r in read_rows(folder / "test_results.csv") if r["snt_id"] != "avg"),
+        key=lambda r: r["snt_id"],
+    )
+    names = [r["snt_id"] for r in rows]
+    return {
+        "ids": np.array(names),
+        "si-snr_i": np.array([float(r["si-snr_i"]) for r in rows]),
+        "group": np.array([subgroups.get(n, "rest") for n in names]),
+    }
+
+
+SEP_METRICS = ["mean", "median", "p5", "p10"] + [f"mean_{g}" for g in SUBGROUPS]
+
+
+def sep_metric(name):
+    def metric(run, idx):
+        v = run["si-snr_i"][idx]
+        if name.startswith("mean_"):
+            v = v[run["group"][idx] == name[len("mean_") :]]
+            return float(v.mean()) if v.size else math.nan
+        if name == "mean":
+            return float(v.mean())
+        if name == "median":
+            return float(np.median(v))
+        return float(np.percentile(v, float(name[1:])))
+
+    return metric
+
+
+def sep_subgroups(data):
+    info = Path(data) / "wav8k" / "min" / "mixture_info.csv"
+    return read_subgroups(info, split="tt") if info.exists() else {}
+
+
+# ------------------------------------------------------------ statistics
+def steps_to_target(curve, target, higher_better):
+    """First optimizer step whose validation value reaches ``target`` (or None)."""
+    for point in curve:
+        reached = (
+            point["value"] >= target if higher_better else point["value"] <= target
+        )
+        if reached:
+            return point["step"]
+    return None
+
+
+def analyse(task, runs, curves, metrics, metric_fn):
+    """Per-variant summaries and paired statistics against ``baseline``."""
+    seeds = sorted(runs["baseline"])
+    values = {
+        v: {
+            m: [
+                metric_fn(m)(runs[v][s], np.arange(len(runs[v][s]["ids"])))
+                for s in seeds
+            ]
+            for m in metrics
+        }
+        for v in runs
+    }
+    summary, paired, steps = {}, {}, {}
+    for v in runs:
+        summary[v] = {
+            m: {
+                "mean": float(np.nanmean(x)),
+                "std": float(np.nanstd(x, ddof=1)) if len(x) > 1 else math.nan,
+                "min": float(np.nanmin(x)),
+                "max": float(np.nanmax(x)),
+                "per_seed": x,
+            }
+            for m, x in values[v].items()
+        }
+        base_total = [curves["baseline"][s][-1]["step"] for s in seeds]
+        targets = [curves["baseline"][s][-1]["value"] for s in seeds]
+        reached = [
+            steps_to_target(curves[v][s], t, task.higher_better)
+            for s, t in zip(seeds, targets)
+        ]
+        steps[v] = {
+            "steps": reached,
+            "baseline_steps": base_total,
+            "fraction": [
+                (r / b) if r is not None and b else None
+                for r, b in zip(reached, base_total)
+            ],
+        }
+        if v == "baseline":
+            continue
+        for s in seeds:
+            if list(runs[v][s]["ids"]) != list(runs["baseline"][s]["ids"]):
+                raise SystemExit(f"{v} seed {s}: test utterances differ from baseline")
+        paired[v] = {
+            m: {
+                "seeds": seed_difference(values[v][m], values["baseline"][m]),
+                "utterances": utterance_difference(
+                    metric_fn(m),
+                    [runs[v][s] for s in seeds],
+                    [runs["baseline"][s] for s in seeds],
+                ),
+            }
+            for m in metrics
+        }
+    return {
+        "seeds": seeds,
+        "summary": summary,
+        "paired": paired,
+        "steps_to_target": steps,
+    }
+
+
+# ---------------------------------------------------------------- output
+def _pct(task, metric):
+    return task.name == "kws"
+
+
+def fmt(task, metric, value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100 * value:.1f}" if _pct(task, metric) else f"{value:+.2f}"
+
+
+def table(task, result, metrics):
+    """Markdown table: mean ± sd over seeds, and the paired difference."""
+    unit = "%" if task.name == "kws" else "dB"
+    lines = [
+        f"| variant | metric ({unit}) | mean ± sd over seeds | Δ vs baseline, seeds [95 % CI] | "
+        "Δ, test utterances [95 % CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for v, per_metric in result["summary"].items():
+        for m in metrics:
+            s = per_metric[m]
+            cell = f"{fmt(task, m, s['mean'])} ± {fmt(task, m, s['std']).lstrip('+')}"
+            d_seed = d_utt = ""
+            if v in result["paired"]:
+                a, b = (
+                    result["paired"][v][m]["seeds"],
+                    result["paired"][v][m]["utterances"],
+                )
+                d_seed = (
+                    f"{fmt(task, m, a['mean'])} [{fmt(task, m, a['low'])}, {fmt(task, m, a['high'])}]"
+                    + (" *" if a["excludes_zero"] else "")
+                    + f" p={a['wilcoxon_p']:.3f}"
+                )
+                d_utt = (
+                    f"{fmt(task, m, b['mean'])} [{fmt(task, m, b['low'])}, {fmt(task, m, b['high'])}]"
+                    + (" *" if b["excludes_zero"] else "")
+                )
+            lines.append(f"| {v} | {m} | {cell} | {d_seed} | {d_utt} |")
+    lines.append("")
+    lines.append(
+        "Steps to the baseline's final validation value (fraction of the baseline's steps):"
+    )
+    lines.append("")
+    for v, st in result["steps_to_target"].items():
+        if v == "baseline":
+            continue
+        fr = ["never" if f is None else f"{f:.2f}" for f in st["fraction"]]
+        early = sum(1 for f in st["fraction"] if f is not None and f <= 0.75)
+        lines.append(f"- {v}: {', '.join(fr)} (≤ 0.75 in {early} of {len(fr)} seeds)")
+    lines.append("")
+    lines.append("`*`: the 95 % interval excludes 0.")
+    return "\n".join(lines)
+
+
+def to_json(value):
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+# ------------------------------------------------------------------ main
+def parse(argv):
+    p = argparse.ArgumentParser(description="The quality ruler: variants x seeds")
+    p.add_argument("task", nargs="?", default="kws", choices=sorted(TASKS))
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds (1..N)")
+    p.add_argument("--variants", nargs="+", help="subset of the task's variants")
+    p.add_argument("--epochs", type=int, help="training epochs per run")
+    p.add_argument("--out", help="run folder (default results/quality/<task>)")
+    p.add_argument("--data_folder", help="benchmark set (default: generated, cached)")
+    p.add_argument("--quick", action="store_true", help="2 seeds, tiny data and model")
+    args, extra = p.parse_known_args(argv)
+    args.extra = extra  # anything else goes to every train.py, e.g. --lr 0.001
+    return args
+
+
+def run(args, command, echo=print):
+    """Train every variant x seed of ``args`` (a :func:`parse` result) and analyse.
+
+    Returns the record that :func:`main` writes as JSON (runs, curves,
+    summaries, paired statistics, the Markdown ``report``).
+    """
+    task = TASKS[args.task]
+    variants = args.variants or list(task.variants)
+    if "baseline" not in variants:
+        variants = ["baseline"] + variants
+    unknown = sorted(set(variants) - set(task.variants))
+    if unknown:
+        raise SystemExit(
+            f"unknown variants {unknown}; {args.task} has {list(task.variants)}"
+        )
+    seeds = list(range(1, (2 if args.quick else args.seeds) + 1))
+    out = Path(args.out or ROOT / "results" / "quality" / task.name)
+    out.mkdir(parents=True, exist_ok=True)
+    extra = list(args.extra) + task.extra
+    epochs = args.epochs or (1 if args.quick else task.epochs)
+    data = args.data_folder
+    if task.name == "kws":
+        if args.quick:
+            extra += TINY["kws"] + ["--batch_size", "8"]
+            data = data or quick_gsc(out / "data" / "gsc")
+        data = data or hard_gsc_default()
+        subgroups = kws_subgroups(data)
+        metrics, metric_fn, reader = KWS_METRICS, kws_metric, kws_run
+    else:
+        extra += TINY["sep"]
+        if args.quick:
+            extra += ["--optimizer_step_limit", "2"]
+        data = data or default_wsj0mix()
+        subgroups = sep_subgroups(data)
+        metrics, metric_fn, reader = SEP_METRICS, sep_metric, sep_run
+    data = os.path.abspath(data)  # the runs start in the recipe's folder
+    log = out / "runs.log"
+    echo(f"{task.name}: {variants} x seeds {seeds}, {epochs} epochs; log {log}")
+    started = time.time()
+    runs, curves = {v: {} for v in variants}, {v: {} for v in variants}
+    for seed in seeds:
+        for v in variants:
+            folder = train(task, v, seed, data, out, epochs, extra, log, echo)
+            runs[v][seed] = reader(folder, subgroups)
+            curves[v][seed] = valid_curve(folder, task.valid_key)
+    result = analyse(task, runs, curves, metrics, metric_fn)
+    return {
+        "task": task.name,
+        "command": command,
+        "variants": {v: task.variants[v] for v in variants},
+        "epochs": epochs,
+        "overrides": extra,
+        "data_folder": str(data),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "wall_time_s": round(time.time() - started, 1),
+        "curves": curves,
+        "report": table(task, result, metrics),
+        **result,
+    }
+
+
+def write(record, json_path, markdown_path=None):
+    """Write a :func:`run` record as JSON, and its report as Markdown."""
+    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(json_path).write_text(json.dumps(to_json(record), indent=1))
+    if markdown_path is not None:
+        Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(markdown_path).write_text(
+            f"Command: `{record['command']}` ({record['wall_time_s'] / 60:.0f} min)\n\n"
+            + record["report"]
+            + "\n"
+        )
+
+
+def quick_gsc(root):
+    """A small benchmark set for ``--quick`` (generated once per output folder)."""
+    if not (root / SUBGROUPS_FILE).exists():
+        make_hard_gsc(
+            str(root),
+            n_speakers=8,
+            repetitions=1,
+            valid_speakers=2,
+            test_speakers=2,
+            background_seconds=3.0,
+        )
+    return str(root)
