@@ -689,16 +689,7 @@ class BatchSamplerBase(torch.utils.data.Sampler):
         ids = list(ids)
         if len(ids) != losses.shape[0]:
             raise ValueError(f"observe: {len(ids)} ids but {losses.shape[0]} losses")
-        try:
-            indices = np.fromiter(
-                (self._index_of[str(name)] for name in ids),
-                dtype=np.int64,
-                count=len(ids),
-            )
-        except KeyError as err:
-            raise ValueError(
-                f"observe: example id {err.args[0]!r} is not in the training set"
-            ) from None
+        indices = self._indices("observe", ids)
         parts = all_gather_pairs(indices, losses)
         self._leaf.observe(
             np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -762,10 +753,21 @@ class BatchSamplerBase(torch.utils.data.Sampler):
                 return entry
         return None
 
+    def _indices(self, caller, ids):
+        """Dataset indices of example ids (ValueError naming an unknown one)."""
+        try:
+            return np.fromiter(
+                (self._index_of[str(name)] for name in ids),
+                dtype=np.int64,
+                count=len(ids),
+            )
+        except KeyError as err:
+            raise ValueError(
+                f"{caller}: example id {err.args[0]!r} is not in the training set"
+            ) from None
+
     def _entry_for(self, ids):
-        indices = np.fromiter(
-            (self._index_of[str(name)] for name in ids), dtype=np.int64, count=len(ids)
-        )
+        indices = self._indices("batch_weights", list(ids))
         if self._current is not None and np.array_equal(self._current[0], indices):
             return self._current
         for entry in self._pending:

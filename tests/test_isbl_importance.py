@@ -51,6 +51,8 @@ def test_weights_are_the_stated_equation():
         sampler.batch_probabilities(ids), sampler.draw_probabilities()[batch], rtol=1e-9
     )
     assert sampler.stats()["is_beta"] == 0.6
+    with pytest.raises(ValueError, match="'nope' is not in the training set"):
+        sampler.batch_weights(["nope"])
 
 
 def test_beta_schedule_constant_or_annealed_to_one():
