@@ -1,6 +1,11 @@
 """Shared test fixtures: tiny models and batches for HardMiningBrain."""
 
 import logging
+import os
+import pathlib
+import socket
+import subprocess
+import sys
 import types
 
 import pytest
@@ -35,3 +40,37 @@ def make_batch(x, y, ids=None, problems=None, classes=None):
 @pytest.fixture
 def batch_factory():
     return make_batch
+
+
+def free_port():
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun(script, *args, nproc=2, timeout=240):
+    """Run ``script args`` under torch.distributed.run on loopback; fail on error.
+
+    A rank that hangs in a collective fails the test at ``timeout`` instead of
+    hanging the suite.
+    """
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo))
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+    ]
+    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+    cmd += [str(script), *map(str, args)]
+    try:
+        proc = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"{pathlib.Path(script).name} {args}: a rank hung\n{err.stderr}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc

@@ -5,15 +5,13 @@ with a timeout, so a rank that waits for ever in a collective fails the test
 instead of hanging the suite.
 """
 
-import os
-import socket
-import subprocess
 import sys
 import types
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import torchrun
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "ddp_scripts" / "brain_ddp_worker.py"
@@ -22,33 +20,8 @@ sys.path.insert(0, str(WORKER.parent))
 import brain_ddp_worker as worker  # noqa: E402
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_two_ranks(scenario, tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(WORKER),
-        scenario,
-        str(tmp_path),
-    ]
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"{scenario}: a rank hung (timeout)\n{err.stderr}")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun(WORKER, scenario, tmp_path, timeout=180)
     return [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
 
 

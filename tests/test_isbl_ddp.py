@@ -1,13 +1,10 @@
 """ISBLSampler under a real 2-process gloo group (torch.distributed.run)."""
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import torchrun
 
 from hardmine.loss_table import LossPowerTable
 
@@ -15,30 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "ddp_scripts" / "isbl_ddp_worker.py"
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_ranks_share_table_and_split_global_batch(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(WORKER),
-        str(tmp_path),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun(WORKER, tmp_path)
     ranks = [np.load(tmp_path / f"rank{r}.npz") for r in (0, 1)]
 
     # ceil(epoch_length / (batch_size * world)) = ceil(40 / 8)
