@@ -3,14 +3,12 @@
 Run as a script under torch.distributed.run, this file is its own worker.
 """
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import torchrun
 
 REPO = Path(__file__).resolve().parents[1]
 N_EXAMPLES, BATCH, EPOCHS = 30, 4, 3
@@ -85,20 +83,9 @@ def worker(out_dir):
     dist.destroy_process_group()
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_ranks_agree_with_every_option_on(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(free_port())]
-    cmd += [__file__, str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun(__file__, tmp_path, timeout=300)
     ranks = [np.load(tmp_path / f"rank{r}.npz") for r in (0, 1)]
     # Capacity steps, decay, guard and exploration: identical on both ranks.
     assert str(ranks[0]["digest"]) == str(ranks[1]["digest"])
