@@ -237,7 +237,8 @@ def rank_examples(sampler, table=None, columns=None):
         Keys ``rank``, ``id``, ``status`` (see :data:`STATUS_ORDER`), ``loss``
         (NaN when unknown), ``score`` (the sampler's hardness score),
         ``prob`` (chance of being picked by one draw), ``draws``, ``pool``
-        when there are several pools, and the joined columns.
+        when there are several pools, ``persistently_hard`` (1/0) when the
+        sampler's noise guard flagged any example, and the joined columns.
     """
     ids = _sampler_ids(sampler)
     n = len(ids)
@@ -255,6 +256,10 @@ def rank_examples(sampler, table=None, columns=None):
         probs = np.asarray(sampler.draw_probabilities(), dtype=np.float64)
     else:
         probs = np.full(n, np.nan)
+    # The noise guard's flag (persistently above the pool's score quantile).
+    flagged = getattr(losses_table, "persistently_hard", None)
+    if flagged is not None and not np.asarray(flagged).any():
+        flagged = None
     not_drawn = (draws == 0) & ~broken
     loss = np.where(broken | not_drawn, np.nan, loss)
     status = np.where(broken, 0, np.where(not_drawn, 2, 1))
@@ -290,6 +295,8 @@ def rank_examples(sampler, table=None, columns=None):
         }
         if pools is not None:
             row["pool"] = pools[i]
+        if flagged is not None:
+            row["persistently_hard"] = int(flagged[i])
         if table is not None:
             record = table.get(uid, {})
             for column in columns:
@@ -581,7 +588,11 @@ def format_rows(rows, limit=10, path_width=60):
     if not rows:
         return "(no examples)"
     path_cols = audio_columns(rows[0])
-    extra = [c for c in ("pool",) + LABEL_COLUMNS if c in rows[0] and c != "duration"]
+    extra = [
+        c
+        for c in ("pool", "persistently_hard") + LABEL_COLUMNS
+        if c in rows[0] and c != "duration"
+    ]
     shown = path_cols[:1]
     header = ["rank", "id", "status", "loss", "prob", "draws"] + extra + shown
     table = []

@@ -320,3 +320,34 @@ def test_bad_sampler_entry_names_the_field(tmp_path):
         hardest.ConfigError, match="^mining_sampler: expected a '!name:'"
     ):
         hardest.report_for_run(str(run))
+
+
+def test_noise_guard_flags_reach_the_report():
+    import numpy as np
+    from speechbrain.dataio.dataset import DynamicItemDataset
+
+    from hardmine.isbl import ISBLSampler
+    from hardmine.tools.hardest import format_rows, rank_examples
+
+    data = {f"u{i}": {"lab": "a"} for i in range(20)}
+    sampler = ISBLSampler(
+        DynamicItemDataset(data),
+        batch_size=4,
+        alpha=1.0,
+        score_clip_quantile=0.8,
+        persistent_visits=2,
+        refresh_every=1,
+    )
+    sampler.set_epoch(1)
+    rng = np.random.default_rng(0)
+    for _ in range(12):  # u0 and u1 stay hard while the others fall
+        ids = [f"u{i}" for i in range(20)]
+        losses = np.where(np.arange(20) < 2, 9.0, rng.uniform(0.1, 1.0, 20))
+        sampler.observe(ids, losses)
+    rows = rank_examples(sampler)
+    flagged = {r["id"] for r in rows if r["persistently_hard"]}
+    assert flagged == {"u0", "u1"}
+    assert "persistently_hard" in format_rows(rows).splitlines()[0]
+    # Without the guard there is no such column.
+    plain = ISBLSampler(DynamicItemDataset(data), batch_size=4)
+    assert "persistently_hard" not in rank_examples(plain)[0]
