@@ -35,6 +35,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -73,6 +74,10 @@ KWS = Task(
         "baseline": "hparams/kws.yaml",
         "isbl": "hparams/kws_isbl.yaml",
         "robust": "hparams/kws_robust.yaml",
+        # ISBL with exploration (unseen examples score the pool's maximum, 5 %
+        # uniform draws) and the noise guard against mislabelled clips.
+        "isbl_guarded": "hparams/kws_isbl.yaml --isbl_unseen_score max "
+        "--isbl_uniform_mix 0.05 --isbl_score_clip_quantile 0.95",
     },
     epochs=5,
     extra=[],
@@ -112,7 +117,8 @@ def train(task, variant, seed, data, out, epochs, extra, log, echo=print):
     done = folder / "test_results.csv"
     if done.exists():
         return folder
-    cmd = [sys.executable, "train.py", task.variants[variant]]
+    # A variant is a YAML file, possibly with its own overrides after it.
+    cmd = [sys.executable, "train.py", *shlex.split(task.variants[variant])]
     cmd += ["--seed", str(seed), "--output_folder", str(folder)]
     cmd += ["--number_of_epochs" if task.name == "kws" else "--N_epochs", str(epochs)]
     cmd += ["--noprogressbar"] + (["--data_folder", str(data)] if data else []) + extra
