@@ -1,6 +1,9 @@
 """HardMiningBrain: SpeechBrain's Brain with a per-example loss pipeline.
 
-A recipe's ``compute_objectives`` returns one loss per example (shape [B]).
+A recipe's ``compute_objectives`` returns one loss per example (shape [B]),
+or with reweighting ``over: sources`` one per example and source ([B, S]):
+the reweighting then sees every source and everything else (sampler
+feedback, filters, statistics, stage averages) the mean over sources.
 In the training stage HardMiningBrain turns them into the scalar to
 backpropagate, inside SpeechBrain's own ``fit_batch`` (AMP and GradScaler,
 gradient accumulation, gradient clipping, ``on_fit_batch_*`` hooks and
@@ -152,6 +155,12 @@ class HardMiningBrain(sb.Brain):
         controller = self.reweighting.controller
         if controller is not None and self.checkpointer is not None:
             self.checkpointer.add_recoverable("capacity_controller", controller)
+        partition = self.reweighting.partition_state
+        if partition is not None and self.checkpointer is not None:
+            # Optional: a checkpoint of a run without ema starts Z afresh.
+            self.checkpointer.add_recoverable(
+                "reweight_partition", partition, optional_load=True
+            )
         # The recipe's hooks are wrapped so that it needs no super() calls.
         self._recipe_objectives = self.compute_objectives
         self.compute_objectives = self._mined_objectives
@@ -322,7 +331,19 @@ class HardMiningBrain(sb.Brain):
                 f"{type(self).__name__}.compute_objectives must return a tensor, got "
                 f"{type(losses).__name__}"
             )
-        if losses.dim() == 0:
+        entries = None
+        if self.reweighting.over == "sources":
+            if losses.dim() != 2:
+                raise ConfigError(
+                    "over",
+                    "sources needs one loss per example and source (shape [B, S]) "
+                    f"from {type(self).__name__}.compute_objectives, got shape "
+                    f"{tuple(losses.shape)}",
+                )
+            # One loss per example wherever one is needed; the reweighting
+            # sees every source.
+            entries, losses = losses, losses.mean(dim=1)
+        elif losses.dim() == 0:
             if self.per_example_features:
                 raise ValueError(
                     f"{type(self).__name__}.compute_objectives returned a scalar loss, "
@@ -333,7 +354,8 @@ class HardMiningBrain(sb.Brain):
         elif losses.dim() != 1:
             raise ValueError(
                 f"{type(self).__name__}.compute_objectives must return one loss per "
-                f"example (shape [B]), got shape {tuple(losses.shape)}"
+                f"example (shape [B]), got shape {tuple(losses.shape)} (a loss per "
+                "example and source, [B, S], needs reweighting over: sources)"
             )
         bad = self._bad_audio_mask(batch, losses, stage)
         if stage != sb.Stage.TRAIN:
@@ -343,7 +365,7 @@ class HardMiningBrain(sb.Brain):
             if bad.all():
                 return torch.tensor(float("nan"), device=losses.device)
             return losses[~bad].mean()
-        return self._training_loss(losses, batch, bad)
+        return self._training_loss(losses, batch, bad, entries)
 
     def _bad_audio_mask(self, batch, losses, stage):
         problems = getattr(batch, AUDIO_PROBLEM_FIELD, None)
@@ -370,7 +392,9 @@ class HardMiningBrain(sb.Brain):
         ids = getattr(batch, "id", None)
         return list(ids) if ids is not None else [f"#{i}" for i in range(n)]
 
-    def _training_loss(self, losses, batch, bad):
+    def _training_loss(self, losses, batch, bad, entries=None):
+        """The loss to backpropagate; ``losses`` [B] (the per-example means
+        when ``entries`` holds the [B, S] losses of reweighting over sources)."""
         count = self._count
         count["batches"] += 1
         count["examples"] += losses.numel()
@@ -387,7 +411,8 @@ class HardMiningBrain(sb.Brain):
         reason, keep = self._local_reason(detached, bad, ids)
         loss = weights = None
         if reason is None:
-            kept = losses if bool(keep.all()) else losses[keep]
+            source = losses if entries is None else entries
+            kept = source if bool(keep.all()) else source[keep]
             classes = self.reweighting.classes(batch)
             if classes is not None:
                 classes = [c for c, k in zip(classes, keep.tolist()) if k]
@@ -395,11 +420,14 @@ class HardMiningBrain(sb.Brain):
                 kept, classes, epoch=self.current_epoch, step=self.optimizer_step
             )
             if importance is not None:
-                # sum w p L / sum w p over the kept examples (p = 1 when uniform).
+                # sum w p L / sum w p over the kept examples (p = 1 when
+                # uniform; an example's w on each of its sources; with the
+                # streaming partition only w is normalised).
                 w = torch.as_tensor(importance, dtype=torch.float32)
                 w = w.to(losses.device)[keep]
-                mixed = w if weights is None else w * weights.to(w.dtype)
-                mixed = mixed / mixed.sum()
+                if kept.dim() > 1:
+                    w = w.unsqueeze(-1).expand_as(kept)
+                mixed = self.reweighting.combine(weights, w)
                 loss = (mixed.to(kept.dtype) * kept).sum()
             if self.loss_limit.exceeded(loss.detach()):
                 logger.warning(
@@ -423,13 +451,18 @@ class HardMiningBrain(sb.Brain):
         )
         if reason is not None:
             return self._skip(reason, losses)
+        # The streaming partition's collective: every rank, every used batch,
+        # after the vote (a no-op unless partition is ema).
+        self.reweighting.update_partition(None if importance is None else w)
         if reachable is False:
             count["capacity_unreachable"] += 1
         if importance is not None:
-            count["ess_sum"] += effective_sample_size(mixed)
+            count["ess_sum"] += _weights_ess(mixed, self.reweighting.streamed)
         else:
             count["ess_sum"] += (
-                int(keep.sum()) if weights is None else effective_sample_size(weights)
+                int(keep.sum())
+                if weights is None
+                else _weights_ess(weights, self.reweighting.streamed)
             )
         count["ess_batches"] += 1
         self._usable_in_window += 1
@@ -519,6 +552,9 @@ class HardMiningBrain(sb.Brain):
             stats["temperature"] = self.reweighting.temperature(
                 self.current_epoch, self.optimizer_step
             )
+        partition = self.reweighting.partition_state
+        if self.reweighting.streaming and partition.initialised:
+            stats["log_partition"] = float(partition.log_z)
         if self.reweighting.controller is not None:
             controller = self.reweighting.controller
             stats["beta"] = controller.beta
@@ -588,6 +624,20 @@ class HardMiningBrain(sb.Brain):
         }
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, default=float) + "\n")
+
+
+def _weights_ess(weights, streamed=False):
+    """Effective sample size, in examples, of a batch's weights.
+
+    Over sources an example's weight is the sum of its sources' weights;
+    streaming weights (``streamed``: they need not sum to 1) are normalised
+    first.
+    """
+    if weights.dim() > 1:
+        weights, streamed = weights.double().sum(dim=-1), True
+    if streamed:
+        weights = weights.double() / weights.double().sum()
+    return effective_sample_size(weights)
 
 
 def _last_wall_time(path):
