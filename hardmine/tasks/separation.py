@@ -14,8 +14,9 @@ recipes share from here, so they train the same model code:
   random training crops, the ``audio_problem`` flag);
 * :class:`SeparationBrain` runs encoder -> mask network -> decoder, returns
   the per-example negative SI-SNR (with permutation-invariant matching) to
-  :class:`hardmine.brain.HardMiningBrain`, and writes per-utterance test
-  metrics.
+  :class:`hardmine.brain.HardMiningBrain`, or with the reweighting ``over:
+  sources`` each source's negative SI-SNR under the best permutation
+  (:func:`pit_source_losses`), and writes per-utterance test metrics.
 
 Example
 -------
@@ -43,6 +44,7 @@ __all__ = [
     "resolve_data_folder",
     "load_example",
     "build_datasets",
+    "pit_source_losses",
     "SeparationBrain",
 ]
 
@@ -348,6 +350,61 @@ def _subgroup_of(mix_wav, groups):
     return groups.get(os.path.splitext(os.path.basename(mix_wav))[0], "")
 
 
+def pit_source_losses(targets, estimates):
+    """Negative SI-SNR of each source under the best permutation, [B, S].
+
+    The permutation of each example is the one SpeechBrain's
+    ``get_si_snr_with_pitwrapper`` picks (``PitWrapper`` with ``cal_si_snr``,
+    found without a graph); each source's estimate is then scored against
+    it with ``cal_si_snr``, so the mean over sources is
+    ``get_si_snr_with_pitwrapper(targets, estimates)``.
+
+    Arguments
+    ---------
+    targets, estimates : torch.Tensor
+        Shape [B, T, S].
+
+    Returns
+    -------
+    torch.Tensor
+        Shape [B, S]; entry ``[b, s]`` is the loss of target source ``s``.
+
+    Example
+    -------
+    >>> from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
+    >>> targets = torch.randn(2, 400, 3)
+    >>> estimates = targets[..., [2, 0, 1]] + 0.1 * torch.randn(2, 400, 3)
+    >>> losses = pit_source_losses(targets, estimates)
+    >>> losses.shape, bool((losses < -15).all())
+    (torch.Size([2, 3]), True)
+    >>> reference = get_si_snr_with_pitwrapper(targets, estimates)
+    >>> torch.allclose(losses.mean(dim=1), reference, atol=1e-5)
+    True
+    """
+    from speechbrain.nnet.losses import PitWrapper, cal_si_snr
+
+    with torch.no_grad():
+        # PitWrapper pairs estimate a with target source perm[a].
+        _, perms = PitWrapper(cal_si_snr)(targets.detach(), estimates.detach())
+    order = torch.empty(
+        (len(perms), estimates.shape[-1]), dtype=torch.long, device=estimates.device
+    )
+    for b, perm in enumerate(perms):
+        for a, s in enumerate(perm):
+            order[b, s] = a  # the estimate matched to source s
+    index = order.unsqueeze(1).expand(-1, estimates.shape[1], -1)
+    matched = torch.gather(estimates, -1, index)
+    # cal_si_snr takes [T, B, S] (and masks its estimate in place).
+    losses = cal_si_snr(targets.transpose(0, 1), matched.transpose(0, 1).clone())
+    return losses.squeeze(0)
+
+
+def _is_pit_si_snr(loss):
+    from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
+
+    return getattr(loss, "func", loss) is get_si_snr_with_pitwrapper
+
+
 class SeparationBrain(HardMiningBrain):
     """Mask-based separation (SepFormer, Conv-TasNet) with hard-example mining.
 
@@ -355,7 +412,11 @@ class SeparationBrain(HardMiningBrain):
     hparams ``num_spks``, ``loss`` (called as ``loss(targets, estimates)``,
     one value per example: SpeechBrain's ``get_si_snr_with_pitwrapper`` in
     the recipes), ``lr_scheduler``, ``train_logger``, ``epoch_counter``,
-    ``test_results`` and ``test_summary``.
+    ``test_results`` and ``test_summary``. With a ``reweighting`` whose
+    ``over`` is ``sources``, :meth:`compute_objectives` returns one loss per
+    example and source (:func:`pit_source_losses`, whose mean over sources is
+    that ``loss``), which only ``get_si_snr_with_pitwrapper`` as ``loss``
+    allows.
 
     Arguments
     ---------
@@ -390,7 +451,24 @@ class SeparationBrain(HardMiningBrain):
     >>> swapped = targets.flip(-1)  # right sources, wrong order: PIT undoes it
     >>> float(brain.compute_objectives((swapped, targets), batch, sb.Stage.VALID)) < -60
     True
+    >>> from hardmine.reweighting import SoftmaxReweighting
+    >>> hparams["reweighting"] = SoftmaxReweighting("robust", over="sources")
+    >>> brain = SeparationBrain(modules, hparams=hparams)
+    >>> brain._recipe_objectives((estimates, targets), batch, sb.Stage.TRAIN).shape
+    torch.Size([3, 2])
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        loss = getattr(self.hparams, "loss", None)
+        if self.reweighting.over == "sources" and not _is_pit_si_snr(loss):
+            raise ConfigError(
+                "over",
+                "sources scores each source by its negative SI-SNR under the best "
+                "permutation, the per-source form of the loss "
+                "speechbrain.nnet.losses.get_si_snr_with_pitwrapper; the recipe's "
+                f"loss is {getattr(loss, '__name__', loss)!r}",
+            )
 
     def separate(self, mix):
         """Estimate the sources of a batch of mixtures.
@@ -449,6 +527,8 @@ class SeparationBrain(HardMiningBrain):
         """Return the per-example loss of the ``loss`` hparam, shape [B].
 
         The recipes' loss is the negative SI-SNR with the best permutation.
+        With the reweighting over sources, the loss of each source under
+        that permutation instead, shape [B, S] (:func:`pit_source_losses`).
         In the test stage the per-utterance metrics are also recorded.
 
         Arguments
@@ -465,7 +545,10 @@ class SeparationBrain(HardMiningBrain):
         torch.Tensor
         """
         estimates, targets = predictions
-        loss = self.hparams.loss(targets, estimates)
+        if self.reweighting.over == "sources":
+            loss = pit_source_losses(targets, estimates)
+        else:
+            loss = self.hparams.loss(targets, estimates)
         if stage == sb.Stage.TEST:
             self._record_test_metrics(estimates, targets, batch)
         return loss
