@@ -1,5 +1,6 @@
 """SeparationBrain's per-source losses for the reweighting over sources."""
 
+import math
 import types
 
 import pytest
@@ -143,3 +144,24 @@ def test_separation_brain_over_sources_needs_the_pit_si_snr_loss():
         SoftmaxReweighting("robust", over="sources"),
         loss=functools.partial(get_si_snr_with_pitwrapper),
     )
+
+
+def test_separation_brain_trains_at_batch_size_one_over_sources_with_ema():
+    rw = SoftmaxReweighting(
+        "robust", over="sources", partition="ema", partition_momentum=0.5
+    )
+    brain = tiny_brain(rw)
+    brain.opt_class = lambda params: torch.optim.Adam(params, lr=1e-3)
+    batches = []
+    for i in range(4):
+        b = sep_batch(n=1, length=805)
+        b.id = [f"m{i}"]
+        batches.append(b)
+    before = [p.detach().clone() for p in brain.modules.parameters()]
+    brain.fit(range(1, 2), batches, train_loader_kwargs={"batch_size": None})
+    assert int(rw.partition_state.batches) == 4
+    assert brain.mining_stats["batches_skipped"] == 0
+    assert brain.mining_stats["weights_ess"] == pytest.approx(1.0)  # one mixture
+    assert math.isfinite(brain.mining_stats["log_partition"])
+    after = list(brain.modules.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
