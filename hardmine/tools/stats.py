@@ -41,6 +41,19 @@ def _interval(result):
     return float(low), float(high)
 
 
+def _mean_interval(values, confidence, seed):
+    """Percentile-bootstrap interval of the mean of a few values (over seeds)."""
+    res = stats.bootstrap(
+        (values,),
+        np.mean,
+        confidence_level=confidence,
+        method="percentile",
+        n_resamples=9999,
+        rng=np.random.default_rng(seed),
+    )
+    return _interval(res)
+
+
 def seed_difference(variant, reference, confidence=CONFIDENCE, seed=0):
     """Mean paired difference ``variant - reference`` over seeds, with its interval.
 
@@ -75,15 +88,7 @@ def seed_difference(variant, reference, confidence=CONFIDENCE, seed=0):
         out.update(low=float(diff[0]), high=float(diff[0]))
         out["wilcoxon_p"] = 1.0 if diff[0] == 0 else 2.0 / 2**diff.size
     else:
-        res = stats.bootstrap(
-            (diff,),
-            np.mean,
-            confidence_level=confidence,
-            method="percentile",
-            n_resamples=9999,
-            rng=np.random.default_rng(seed),
-        )
-        out["low"], out["high"] = _interval(res)
+        out["low"], out["high"] = _mean_interval(diff, confidence, seed)
         nonzero = diff[diff != 0]
         out["wilcoxon_p"] = (
             float(stats.wilcoxon(nonzero).pvalue) if nonzero.size else 1.0
@@ -129,15 +134,7 @@ def seed_mean(values, confidence=CONFIDENCE, seed=0):
     elif np.all(a == a[0]):
         out.update(low=float(a[0]), high=float(a[0]))
     else:
-        res = stats.bootstrap(
-            (a,),
-            np.mean,
-            confidence_level=confidence,
-            method="percentile",
-            n_resamples=9999,
-            rng=np.random.default_rng(seed),
-        )
-        out["low"], out["high"] = _interval(res)
+        out["low"], out["high"] = _mean_interval(a, confidence, seed)
     return out
 
 

@@ -36,16 +36,6 @@ def test_demo_runs_both_variants_over_seeds_with_intervals(tmp_path, capsys):
         background_seconds=3.0,
     )
     out = tmp_path / "demo"
-    tiny = [
-        "--tdnn_channels",
-        "16",
-        "--emb_dim",
-        "16",
-        "--n_mels",
-        "20",
-        "--batch_size",
-        "8",
-    ]
     record = demo.main(
         [
             "--output",
@@ -56,7 +46,7 @@ def test_demo_runs_both_variants_over_seeds_with_intervals(tmp_path, capsys):
             "2",
             "--epochs",
             "1",
-            *tiny,
+            *KWS_TINY_MODEL,
         ]
     )
     printed = capsys.readouterr().out
