@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import KWS_TINY_MODEL
 
 from hardmine.synthetic.hard_gsc import make_hard_gsc
 from hardmine.tools import compare, demo
