@@ -57,7 +57,8 @@ from hardmine.catpow_plan import (
     read_espnet_files,
     table_from_dataset,
 )
-from hardmine.sampler_base import BatchSamplerBase, RoundRobinLeaf
+from hardmine.sampler_base import BatchSamplerBase
+from hardmine.sampler_leaves import RoundRobinLeaf
 from hardmine.validation import ConfigError, check_int, check_number
 
 __all__ = [
@@ -107,8 +108,8 @@ class CategoryDatasetPowerSampler(BatchSamplerBase):
 
     Feedback, sharding, resuming and checkpoints are those of
     :class:`~hardmine.sampler_base.BatchSamplerBase`; the leaf is an
-    :class:`~hardmine.sampler_base.ISBLLeaf` or a
-    :class:`~hardmine.sampler_base.RoundRobinLeaf`. The groups, their
+    :class:`~hardmine.sampler_leaves.ISBLLeaf` or a
+    :class:`~hardmine.sampler_leaves.RoundRobinLeaf`. The groups, their
     probabilities and alias tables are the attribute ``group_plan`` (a
     :class:`~hardmine.catpow_plan.GroupPlan`).
 

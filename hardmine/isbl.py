@@ -136,7 +136,7 @@ class ISBLSampler(BatchSamplerBase):
 
     Feedback, sharding, resuming and checkpoints are those of
     :class:`~hardmine.sampler_base.BatchSamplerBase`; the draws inside a pool
-    are its :class:`~hardmine.sampler_base.ISBLLeaf`'s.
+    are its :class:`~hardmine.sampler_leaves.ISBLLeaf`'s.
 
     Arguments
     ---------
