@@ -74,3 +74,53 @@ def torchrun(script, *args, nproc=2, timeout=240):
         pytest.fail(f"{pathlib.Path(script).name} {args}: a rank hung\n{err.stderr}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def regression_dataset(n=24, seed=0):
+    """A DynamicItemDataset of linear-regression examples with pools "t"/"n".
+
+    Examples u5 and u17 have 300 times the noise of the others: two examples
+    the model cannot fit, for the samplers to find.
+    """
+    import numpy as np
+    import speechbrain as sb
+    import torch
+    from speechbrain.dataio.dataset import DynamicItemDataset
+
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(3, 1))
+    data = {}
+    for i in range(n):
+        x = rng.normal(size=3)
+        noise = 3.0 if i in (5, 17) else 0.01
+        y = x @ w + noise * rng.normal(size=1)
+        data[f"u{i}"] = {
+            "x_raw": x.tolist(),
+            "y_raw": y.tolist(),
+            "kind": "t" if i % 3 else "n",
+        }
+    dataset = DynamicItemDataset(data)
+
+    @sb.utils.data_pipeline.takes("x_raw", "y_raw")
+    @sb.utils.data_pipeline.provides("x", "y")
+    def tensors(x, y):
+        yield torch.tensor(x, dtype=torch.float32)
+        yield torch.tensor(y, dtype=torch.float32)
+
+    dataset.add_dynamic_item(tensors)
+    dataset.set_output_keys(["id", "x", "y"])
+    return dataset
+
+
+def padded_regressor_class():
+    """A HardMiningBrain with one squared error per example of padded batches."""
+    from hardmine.brain import HardMiningBrain
+
+    class PaddedRegressor(HardMiningBrain):
+        def compute_forward(self, batch, stage):
+            return self.modules.model(batch.x.data)
+
+        def compute_objectives(self, predictions, batch, stage):
+            return ((predictions - batch.y.data) ** 2).mean(dim=1)
+
+    return PaddedRegressor

@@ -1,12 +1,10 @@
 """HardMiningBrain with a live sampler switched on from YAML."""
 
 import numpy as np
-import speechbrain as sb
 import torch
+from conftest import padded_regressor_class, regression_dataset
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.dataio.dataset import DynamicItemDataset
 
-from hardmine.brain import HardMiningBrain
 from hardmine.isbl import ISBLSampler
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -28,38 +26,7 @@ checkpointer: !new:hardmine.checkpoint.AtomicCheckpointer
 """
 
 
-class Regressor(HardMiningBrain):
-    def compute_forward(self, batch, stage):
-        return self.modules.model(batch.x.data)
-
-    def compute_objectives(self, predictions, batch, stage):
-        return ((predictions - batch.y.data) ** 2).mean(dim=1)
-
-
-def make_dataset(n=24, seed=0):
-    rng = np.random.default_rng(seed)
-    w = rng.normal(size=(3, 1))
-    data = {}
-    for i in range(n):
-        x = rng.normal(size=3)
-        noise = 3.0 if i in (5, 17) else 0.01  # two examples the model cannot fit
-        y = x @ w + noise * rng.normal(size=1)
-        data[f"u{i}"] = {
-            "x_raw": x.tolist(),
-            "y_raw": y.tolist(),
-            "kind": "t" if i % 3 else "n",
-        }
-    ds = DynamicItemDataset(data)
-
-    @sb.utils.data_pipeline.takes("x_raw", "y_raw")
-    @sb.utils.data_pipeline.provides("x", "y")
-    def tensors(x, y):
-        yield torch.tensor(x, dtype=torch.float32)
-        yield torch.tensor(y, dtype=torch.float32)
-
-    ds.add_dynamic_item(tensors)
-    ds.set_output_keys(["id", "x", "y"])
-    return ds
+Regressor = padded_regressor_class()
 
 
 def test_sampler_from_yaml_gets_every_training_loss(tmp_path):
@@ -74,7 +41,7 @@ def test_sampler_from_yaml_gets_every_training_loss(tmp_path):
         run_opts={"device": "cpu"},
         checkpointer=hparams["checkpointer"],
     )
-    ds = make_dataset()
+    ds = regression_dataset()
     brain.fit(range(1, 7), ds, train_loader_kwargs={"batch_size": 4})
     sampler = brain.live_sampler
     assert isinstance(sampler, ISBLSampler)

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-import speechbrain as sb
 import torch
+from conftest import padded_regressor_class, regression_dataset
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataloader import SaveableDataLoader
@@ -13,7 +13,6 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from hardmine.brain import HardMiningBrain
 from hardmine.catpow import CategoryDatasetPowerSampler
 from hardmine.isbl import ISBLSampler
 from hardmine.sampler_base import ids_checksum
@@ -326,37 +325,7 @@ checkpointer: !new:hardmine.checkpoint.AtomicCheckpointer
 """
 
 
-class Regressor(HardMiningBrain):
-    def compute_forward(self, batch, stage):
-        return self.modules.model(batch.x.data)
-
-    def compute_objectives(self, predictions, batch, stage):
-        return ((predictions - batch.y.data) ** 2).mean(dim=1)
-
-
-def regression_dataset(n=24, seed=0):
-    rng = np.random.default_rng(seed)
-    w = rng.normal(size=(3, 1))
-    data = {}
-    for i in range(n):
-        x = rng.normal(size=3)
-        y = x @ w + (3.0 if i in (5, 17) else 0.01) * rng.normal(size=1)
-        data[f"u{i}"] = {
-            "x_raw": x.tolist(),
-            "y_raw": y.tolist(),
-            "kind": "tn"[i % 3 == 0],
-        }
-    dataset = DynamicItemDataset(data)
-
-    @sb.utils.data_pipeline.takes("x_raw", "y_raw")
-    @sb.utils.data_pipeline.provides("x", "y")
-    def tensors(x, y):
-        yield torch.tensor(x, dtype=torch.float32)
-        yield torch.tensor(y, dtype=torch.float32)
-
-    dataset.add_dynamic_item(tensors)
-    dataset.set_output_keys(["id", "x", "y"])
-    return dataset
+Regressor = padded_regressor_class()
 
 
 def test_brain_trains_with_every_option_from_yaml(tmp_path, monkeypatch):
