@@ -5,8 +5,8 @@ import functools
 import pytest
 import speechbrain as sb
 import torch
+from conftest import padded_regressor_class, regression_dataset
 from hyperpyyaml import load_hyperpyyaml
-from test_brain_sampler import Regressor, make_dataset
 
 from hardmine.checkpoint import AtomicCheckpointer
 from hardmine.isbl import ISBLSampler
@@ -93,7 +93,7 @@ def test_no_sampler_keeps_the_ordinary_loader(factory, tmp_path):
     """A mining_sampler factory that returns None is the same as none at all."""
     checkpointer = AtomicCheckpointer(str(tmp_path / "save"))
     torch.manual_seed(0)
-    brain = Regressor(
+    brain = padded_regressor_class()(
         modules={"model": torch.nn.Linear(3, 1)},
         opt_class=lambda p: torch.optim.SGD(p, lr=0.05),
         hparams={"mining_sampler": factory},
@@ -101,7 +101,7 @@ def test_no_sampler_keeps_the_ordinary_loader(factory, tmp_path):
         checkpointer=checkpointer,
     )
     loader = brain.make_dataloader(
-        make_dataset(), sb.Stage.TRAIN, batch_size=5, shuffle=False
+        regression_dataset(), sb.Stage.TRAIN, batch_size=5, shuffle=False
     )
     assert brain.live_sampler is None
     assert "mining_sampler" not in checkpointer.recoverables
