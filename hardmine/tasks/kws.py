@@ -7,6 +7,8 @@ module:
   stop, command, pool) into SpeechBrain datasets whose items carry ``sig``
   (a fixed-length clip), ``command`` (the label string), ``command_encoded``,
   ``pool`` and ``audio_problem``, and builds the label encoder;
+* :func:`build_augmenter` chains SpeechBrain's waveform augmentations (time
+  shift, speed perturbation, reverberation, background noise) for training;
 * :class:`KWSBrain` classifies Fbank features with a compact x-vector network,
   returns one NLL per example (so the mining policies of
   :class:`~hardmine.brain.HardMiningBrain` apply), and scores the validation
@@ -25,14 +27,24 @@ import os
 import speechbrain as sb
 import torch
 import torch.nn.functional as F
+from speechbrain.augment.augmenter import Augmenter
+from speechbrain.augment.freq_domain import RandomShift
+from speechbrain.augment.time_domain import AddNoise, AddReverb, SpeedPerturb
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 from hardmine.brain import AUDIO_PROBLEM_FIELD, HardMiningBrain
 from hardmine.tasks.kws_metrics import KWSResults
-from hardmine.validation import ConfigError, check_int
+from hardmine.validation import ConfigError, check_int, check_number
 
-__all__ = ["KWSBrain", "dataio_prep", "ordered_labels", "keywords_of", "read_clip"]
+__all__ = [
+    "KWSBrain",
+    "build_augmenter",
+    "dataio_prep",
+    "ordered_labels",
+    "keywords_of",
+    "read_clip",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +104,194 @@ def read_clip(path, start, stop, sample_rate, clip_samples):
     return out, ""
 
 
+def _check_bool(field, value):
+    if not isinstance(value, bool):
+        raise ConfigError(field, f"must be True or False, got {value!r}")
+    return value
+
+
+def _has_wav(folder):
+    for _, _, files in os.walk(folder):
+        if any(name.lower().endswith(".wav") for name in files):
+            return True
+    return False
+
+
+def build_augmenter(
+    augment=True,
+    augment_prob=1.0,
+    time_shift_ms=100.0,
+    speed_perturb=True,
+    speeds=(90, 100, 110),
+    rir_folder=None,
+    rir_csv=None,
+    augment_noise=True,
+    noise_csv=None,
+    noise_snr_low=0.0,
+    noise_snr_high=15.0,
+    sample_rate=16000,
+    clip_seconds=1.0,
+):
+    """SpeechBrain's waveform augmentations for keyword-spotting training.
+
+    The enabled augmentations run one after the other on every training
+    batch (an :class:`~speechbrain.augment.augmenter.Augmenter` with
+    ``parallel_augment=False`` and ``concat_original=False``), so the batch
+    keeps its size and order: labels and example ids stay aligned. In order:
+
+    1. speed perturbation (:class:`~speechbrain.augment.time_domain.SpeedPerturb`):
+       resampling to one of ``speeds`` percent, one per batch;
+    2. reverberation (:class:`~speechbrain.augment.time_domain.AddReverb`),
+       only with a ``rir_folder``: convolution with an impulse response of
+       ``rir_csv``;
+    3. background noise (:class:`~speechbrain.augment.time_domain.AddNoise`):
+       a piece of ``noise_csv`` at an SNR drawn per example, uniformly in
+       ``[noise_snr_low, noise_snr_high]`` dB;
+    4. time shift (:class:`~speechbrain.augment.freq_domain.RandomShift`): a
+       circular shift of up to ``time_shift_ms`` either way, one per batch
+       (a shift to the left also shortens the relative lengths by as much).
+
+    Every argument is the recipe handle of the same name and is checked here,
+    when the YAML file is loaded.
+
+    Arguments
+    ---------
+    augment : bool
+        Master switch; False returns None (no augmentation).
+    augment_prob : float
+        Probability that a training batch is augmented at all.
+    time_shift_ms : float
+        Largest shift in milliseconds (0: no shift); below the clip length.
+    speed_perturb : bool
+        Whether to change the speed.
+    speeds : list of int
+        Speeds in percent of the original (100 keeps a batch unchanged).
+    rir_folder : str or None
+        Folder of room impulse responses (``.wav``, searched recursively);
+        None: no reverberation.
+    rir_csv : str
+        The impulse-response list the data preparation writes for
+        ``rir_folder``.
+    augment_noise : bool
+        Whether to add background noise.
+    noise_csv : str
+        The noise list the data preparation writes (pieces of the training
+        region of the background-noise files).
+    noise_snr_low, noise_snr_high : float
+        SNR range in dB.
+    sample_rate : int
+        Sample rate of clips, noise and impulse responses.
+    clip_seconds : float
+        Clip length (bounds ``time_shift_ms``).
+
+    Returns
+    -------
+    Augmenter or None
+        None when ``augment`` is False or nothing is enabled.
+
+    Example
+    -------
+    >>> import torch
+    >>> aug = build_augmenter(augment_noise=False, speeds=[90], time_shift_ms=0)
+    >>> wavs, lens = aug(torch.randn(3, 16000), torch.ones(3))
+    >>> tuple(wavs.shape)
+    (3, 17778)
+    >>> build_augmenter(augment=False) is None
+    True
+    >>> build_augmenter(noise_snr_low=20, noise_snr_high=10)
+    Traceback (most recent call last):
+    ...
+    hardmine.validation.ConfigError: noise_snr_low: 20.0 is above noise_snr_high (10.0)
+    """
+    if not _check_bool("augment", augment):
+        return None
+    augment_prob = check_number("augment_prob", augment_prob, minimum=0.0, maximum=1.0)
+    sample_rate = check_int("sample_rate", sample_rate, minimum=1)
+    clip_ms = 1000.0 * check_number("clip_seconds", clip_seconds, minimum=0.0)
+    time_shift_ms = check_number("time_shift_ms", time_shift_ms, minimum=0.0)
+    if time_shift_ms >= clip_ms:
+        raise ConfigError(
+            "time_shift_ms", f"{time_shift_ms} ms is not below the {clip_ms} ms clip"
+        )
+    stages = []
+    if _check_bool("speed_perturb", speed_perturb):
+        if isinstance(speeds, (int, float, str)) or not speeds:
+            raise ConfigError(
+                "speeds", f"must be a list of percentages, got {speeds!r}"
+            )
+        for speed in speeds:
+            check_int("speeds", speed, minimum=1)
+        stages.append(
+            SpeedPerturb(orig_freq=sample_rate, speeds=[int(v) for v in speeds])
+        )
+    if rir_folder is not None:
+        if not isinstance(rir_folder, str) or not os.path.isdir(rir_folder):
+            raise ConfigError("rir_folder", f"{rir_folder!r} is not a folder")
+        if not _has_wav(rir_folder):
+            raise ConfigError("rir_folder", f"no .wav file under {rir_folder}")
+        if not rir_csv:
+            raise ConfigError("rir_csv", "needs a path when rir_folder is set")
+        stages.append(
+            AddReverb(
+                csv_file=rir_csv,
+                reverb_sample_rate=sample_rate,
+                clean_sample_rate=sample_rate,
+            )
+        )
+    if _check_bool("augment_noise", augment_noise):
+        low = check_number("noise_snr_low", noise_snr_low)
+        high = check_number("noise_snr_high", noise_snr_high)
+        if low > high:
+            raise ConfigError(
+                "noise_snr_low", f"{low} is above noise_snr_high ({high})"
+            )
+        if not noise_csv:
+            raise ConfigError("noise_csv", "needs a path when augment_noise is on")
+        stages.append(
+            AddNoise(
+                csv_file=noise_csv,
+                snr_low=low,
+                snr_high=high,
+                pad_noise=True,
+                noise_sample_rate=sample_rate,
+                clean_sample_rate=sample_rate,
+            )
+        )
+    # Last: AddNoise needs the full relative lengths the shift may shorten.
+    shift = int(round(time_shift_ms * sample_rate / 1000.0))
+    if shift > 0:
+        stages.append(RandomShift(min_shift=-shift, max_shift=shift, dim=1))
+    if not stages:
+        return None
+    return Augmenter(
+        parallel_augment=False,
+        concat_original=False,
+        augment_prob=augment_prob,
+        augmentations=stages,
+    )
+
+
+def check_augment_files(augmenter):
+    """Check that the noise and impulse-response lists of ``augmenter`` exist.
+
+    Call after the data preparation, which writes them; a missing list
+    raises a ConfigError naming the handle that turns it off.
+    """
+    if augmenter is None:
+        return
+    for stage in augmenter.augmentations.values():
+        if isinstance(stage, AddNoise) and not os.path.isfile(stage.csv_file):
+            raise ConfigError(
+                "augment_noise",
+                f"{stage.csv_file} does not exist: the corpus has no usable "
+                "_background_noise_ file (set --augment_noise False)",
+            )
+        if isinstance(stage, AddReverb) and not os.path.isfile(stage.csv_file):
+            raise ConfigError(
+                "rir_folder", f"{stage.csv_file} does not exist (prepare the data)"
+            )
+
+
 def dataio_prep(hparams, data_folder):
     """Datasets and label encoder from the prepared CSV files.
 
@@ -100,7 +300,8 @@ def dataio_prep(hparams, data_folder):
     hparams : dict
         Needs ``train_csv``, ``valid_csv``, ``test_csv``, ``sample_rate``,
         ``clip_seconds``, ``save_folder``, ``n_classes`` and optionally
-        ``target_pool`` (default "targets").
+        ``target_pool`` (default "targets") and ``wav_augment`` (its noise
+        and impulse-response lists must exist).
     data_folder : str
         Replaces ``$data_root`` in the CSV ``wav`` column.
 
@@ -112,6 +313,7 @@ def dataio_prep(hparams, data_folder):
     keywords : list of str
         The classes of the target pool (the detection side of the metrics).
     """
+    check_augment_files(hparams.get("wav_augment"))
     sample_rate = check_int("sample_rate", hparams["sample_rate"], minimum=1)
     clip = int(round(float(hparams["clip_seconds"]) * sample_rate))
     if clip < 1:
@@ -193,7 +395,9 @@ class KWSBrain(HardMiningBrain):
     Expected modules: ``compute_features``, ``mean_var_norm``,
     ``embedding_model``, ``classifier`` (log-probabilities). Expected hparams:
     ``far_targets`` (false-alarm budgets for the metrics), ``train_logger``,
-    ``output_folder``; optional ``lr_annealing`` (epoch -> lr scheduler).
+    ``output_folder``; optional ``lr_annealing`` (epoch -> lr scheduler) and
+    ``wav_augment`` (from :func:`build_augmenter`; applied to training
+    batches only, before the features).
     Set ``label_encoder`` and ``keywords`` (from :func:`dataio_prep`) before
     fitting.
 
@@ -230,6 +434,15 @@ class KWSBrain(HardMiningBrain):
         """Log-posteriors ``[B, n_classes]`` of a batch."""
         batch = batch.to(self.device)
         wavs, lens = batch.sig
+        augmenter = getattr(self.hparams, "wav_augment", None)
+        if stage == sb.Stage.TRAIN and augmenter is not None:
+            wavs, lens = augmenter(wavs, lens)
+            if wavs.shape[0] != len(batch.id):
+                raise RuntimeError(
+                    f"wav_augment turned {len(batch.id)} examples into "
+                    f"{wavs.shape[0]}; per-example losses need one output each "
+                    "(no concat_original or parallel_augment)"
+                )
         feats = self.modules.compute_features(wavs)
         feats = self.modules.mean_var_norm(feats, lens)
         embeddings = self.modules.embedding_model(feats, lens)

@@ -198,10 +198,13 @@ def test_errors_name_the_path(corpus, tmp_path):
             str(tmp_path / "o2"),
             testing_list=str(tmp_path / "absent_list.txt"),
         )
+    # A listed file that is missing is a report entry, not an error.
     bad = tmp_path / "bad_list.txt"
     bad.write_text("yes/deadbeef_nohash_9.wav\n")
-    with pytest.raises(FileNotFoundError, match=r"bad_list.txt, line 1.*deadbeef"):
-        prep.prepare_gsc(str(corpus), str(tmp_path / "o3"), validation_list=str(bad))
+    prep.prepare_gsc(str(corpus), str(tmp_path / "o3"), validation_list=str(bad))
+    [entry] = _rows(tmp_path / "o3" / "prep_report.csv")
+    assert entry["path"].endswith("deadbeef_nohash_9.wav")
+    assert "bad_list.txt, line 1" in entry["reason"]
     overlap = tmp_path / "overlap.txt"
     overlap.write_text(_list(corpus / "testing_list.txt")[0] + "\n")
     with pytest.raises(ValueError, match="in both"):

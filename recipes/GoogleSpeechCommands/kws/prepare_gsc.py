@@ -27,6 +27,24 @@ Tasks
 The ``pool`` column is ``targets`` for the ten command words and
 ``negatives`` for everything else (other words, ``_unknown_``, ``_silence_``).
 
+Files for training-time augmentation
+------------------------------------
+``noise_train.csv`` lists pieces of the *training* region of every
+background-noise file, cut into ``noise_train/`` (in SpeechBrain's noise-CSV
+format, for :class:`speechbrain.augment.time_domain.AddNoise`), so the noise
+added to training clips never contains the audio of a validation or test
+silence crop. With ``rir_folder``, ``rir.csv`` lists every ``.wav`` found
+under it (for :class:`speechbrain.augment.time_domain.AddReverb`).
+
+Bad files
+---------
+Unreadable, empty or wrong-rate clips and noise or impulse-response files,
+and files named in a split list that do not exist, are left out and listed
+once each in ``prep_report.csv`` (``path,reason``) next to the CSVs; with
+``strict_prep=True`` they make one :class:`~hardmine.tasks.prep_report.PrepError`
+that names them all. The CSVs are not rebuilt when they exist and were made
+with the same options.
+
 Example
 -------
 >>> import tempfile, os
@@ -36,19 +54,26 @@ Example
 ...                         n_speakers=4, repetitions=1, valid_speakers=1,
 ...                         test_speakers=1, background_seconds=12.0)
 ...     csvs = prepare_gsc(root, os.path.join(tmp, "save"))
-...     sorted(csvs), open(csvs["train"]).readline().strip()
-(['test', 'train', 'valid'], 'ID,duration,wav,start,stop,command,pool')
+...     report = open(os.path.join(tmp, "save", "prep_report.csv")).read()
+...     sorted(csvs), open(csvs["train"]).readline().strip(), report.strip()
+(['test', 'train', 'valid'], 'ID,duration,wav,start,stop,command,pool', 'path,reason')
 """
 
 import csv
-import json
 import logging
 import os
 
 import numpy as np
 import soundfile as sf
 
-from hardmine.validation import check_choice, check_int, check_number
+from hardmine.tasks.prep_report import (
+    REPORT_NAME,
+    BadFiles,
+    already_prepared,
+    checked_frames,
+    save_options,
+)
+from hardmine.validation import ConfigError, check_choice, check_int, check_number
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +85,14 @@ SPLITS = ("train", "valid", "test")
 # Fraction of every background-noise file reserved for each split's silence.
 NOISE_REGIONS = {"train": (0.0, 0.8), "valid": (0.8, 0.9), "test": (0.9, 1.0)}
 HEADER = ["ID", "duration", "wav", "start", "stop", "command", "pool"]
+#: Augmentation files written next to the CSVs (see the module docstring).
+NOISE_CSV = "noise_train.csv"
+NOISE_PIECES = "noise_train"
+RIR_CSV = "rir.csv"
+#: Length of the training-noise pieces: longer than a 1 s clip slowed down.
+NOISE_PIECE_SECONDS = 2.0
+# SpeechBrain's CSV format for the noise and impulse-response lists.
+AUGMENT_HEADER = ["ID", "duration", "wav", "wav_format", "wav_opts"]
 
 
 def prepare_gsc(
@@ -72,6 +105,9 @@ def prepare_gsc(
     silence_seconds=1.0,
     seed=1234,
     skip_prep=False,
+    strict_prep=False,
+    sample_rate=16000,
+    rir_folder=None,
 ):
     """Write train/valid/test CSV files for a speech-commands task.
 
@@ -95,22 +131,40 @@ def prepare_gsc(
         Seed of the silence crop positions.
     skip_prep : bool
         Return the CSV paths without touching anything.
+    strict_prep : bool
+        Raise one PrepError naming every bad file instead of leaving the bad
+        files out.
+    sample_rate : int
+        The rate every clip, noise and impulse-response file must have.
+    rir_folder : str, optional
+        Folder searched recursively for room impulse responses (``.wav``);
+        ``rir.csv`` is written when given.
 
     Returns
     -------
     dict
         ``{"train": path, "valid": path, "test": path}``.
+
+    Raises
+    ------
+    hardmine.tasks.prep_report.PrepError
+        With ``strict_prep`` and at least one bad file.
     """
     task = check_choice("task", str(task), ("12", "35"))
     check_number("silence_per_split", silence_per_split, minimum=0.0)
     check_number("silence_seconds", silence_seconds, minimum=0.0, strict=True)
     seed = check_int("seed", seed)
+    sample_rate = check_int("sample_rate", sample_rate, minimum=1)
+    if not isinstance(strict_prep, bool):
+        raise ConfigError("strict_prep", f"must be True or False, got {strict_prep!r}")
     csvs = {split: os.path.join(save_folder, f"{split}.csv") for split in SPLITS}
     if skip_prep:
         return csvs
 
     if not os.path.isdir(data_folder):
         raise FileNotFoundError(f"data_folder {data_folder!r} does not exist")
+    if rir_folder is not None and not os.path.isdir(rir_folder):
+        raise ConfigError("rir_folder", f"{rir_folder!r} is not a folder")
     data_folder = os.path.abspath(data_folder)
     validation_list = validation_list or os.path.join(
         data_folder, "validation_list.txt"
@@ -125,9 +179,15 @@ def prepare_gsc(
         "silence_per_split": silence_per_split,
         "silence_seconds": silence_seconds,
         "seed": seed,
+        "strict_prep": strict_prep,
+        "sample_rate": sample_rate,
+        "rir_folder": None if rir_folder is None else os.path.abspath(rir_folder),
+        "noise_piece_seconds": NOISE_PIECE_SECONDS,
     }
-    opts_file = os.path.join(save_folder, "prepare_gsc.json")
-    if _already_done(csvs, opts_file, options):
+    outputs = [*csvs.values(), os.path.join(save_folder, REPORT_NAME)]
+    if rir_folder is not None:
+        outputs.append(os.path.join(save_folder, RIR_CSV))
+    if already_prepared(outputs, save_folder, "prepare_gsc", options):
         logger.info("GSC CSV files already prepared in %s, skipping", save_folder)
         return csvs
 
@@ -144,9 +204,10 @@ def prepare_gsc(
     if not words:
         raise FileNotFoundError(f"no word folders in {data_folder}")
 
+    bad = BadFiles()
     listed = {
-        "valid": _read_list(validation_list, data_folder),
-        "test": _read_list(testing_list, data_folder),
+        "valid": _read_list(validation_list, data_folder, bad),
+        "test": _read_list(testing_list, data_folder, bad),
     }
     both = listed["valid"] & listed["test"]
     if both:
@@ -161,6 +222,11 @@ def prepare_gsc(
             if not name.endswith(".wav"):
                 continue
             rel = f"{word}/{name}"
+            frames = checked_frames(
+                os.path.join(data_folder, word, name), bad, fs=sample_rate
+            )
+            if frames is None:
+                continue
             split = (
                 "valid"
                 if rel in listed["valid"]
@@ -168,52 +234,60 @@ def prepare_gsc(
                 if rel in listed["test"]
                 else "train"
             )
-            info = sf.info(os.path.join(data_folder, word, name))
             label = word
             if task == "12" and word not in KEYWORDS:
                 label = UNKNOWN
             rows[split].append(
                 {
                     "ID": f"{word}_{name[: -len('.wav')]}",
-                    "duration": f"{info.frames / info.samplerate:.4f}",
+                    "duration": f"{frames / sample_rate:.4f}",
                     "wav": f"$data_root/{rel}",
                     "start": 0,
-                    "stop": info.frames,
+                    "stop": frames,
                     "command": label,
                     "pool": "targets" if word in KEYWORDS else "negatives",
                 }
             )
 
-    if task == "12" and silence_per_split > 0:
-        noises = _noise_files(data_folder, silence_seconds)
+    need_silence = task == "12" and silence_per_split > 0
+    noises = _noise_files(data_folder, silence_seconds, sample_rate, bad, need_silence)
+    if need_silence:
         rng = np.random.default_rng(seed)
         for split in SPLITS:
             count = int(round(silence_per_split * len(rows[split])))
             rows[split].extend(
                 _silence_rows(noises, split, count, silence_seconds, rng)
             )
+    rirs = _rir_files(rir_folder, sample_rate, bad) if rir_folder is not None else []
+
+    # Strict mode stops here, before any CSV is written.
+    bad.finish(save_folder, strict=strict_prep, what="prepare_gsc")
+    if rir_folder is not None and not rirs:
+        raise ConfigError(
+            "rir_folder", f"no usable .wav impulse response under {rir_folder}"
+        )
 
     os.makedirs(save_folder, exist_ok=True)
     for split in SPLITS:
         if not rows[split]:
             logger.warning("the %s split of %s is empty", split, data_folder)
-        with open(csvs[split], "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=HEADER)
-            writer.writeheader()
-            writer.writerows(rows[split])
+        _write_csv(csvs[split], HEADER, rows[split])
         logger.info("%s: %d examples -> %s", split, len(rows[split]), csvs[split])
-    with open(opts_file, "w") as f:
-        json.dump(options, f, indent=2, sort_keys=True)
+    _write_noise_pieces(data_folder, noises, save_folder, sample_rate)
+    if rir_folder is not None:
+        _write_csv(os.path.join(save_folder, RIR_CSV), AUGMENT_HEADER, rirs)
+        logger.info("%d impulse responses -> %s", len(rirs), RIR_CSV)
+    save_options(save_folder, "prepare_gsc", options)
     return csvs
 
 
-def _already_done(csvs, opts_file, options):
-    if not all(os.path.exists(p) for p in csvs.values()) or not os.path.exists(
-        opts_file
-    ):
-        return False
-    with open(opts_file) as f:
-        return json.load(f) == options
+def _write_csv(path, header, rows):
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
 
 
 def _word_folders(data_folder):
@@ -226,8 +300,8 @@ def _word_folders(data_folder):
     )
 
 
-def _read_list(path, data_folder):
-    """Entries of an official split list, each checked to exist."""
+def _read_list(path, data_folder, bad):
+    """Entries of an official split list; a missing listed file goes to ``bad``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"split list {path!r} does not exist")
     entries = set()
@@ -236,18 +310,23 @@ def _read_list(path, data_folder):
             rel = line.strip().replace("\\", "/")
             if not rel:
                 continue
-            if not os.path.isfile(os.path.join(data_folder, rel)):
-                raise FileNotFoundError(
-                    f"{path}, line {number}: listed file {rel!r} is not in {data_folder}"
-                )
+            full = os.path.join(data_folder, rel)
+            if not os.path.isfile(full):
+                bad.add(full, f"missing file (listed in {path}, line {number})")
+                continue
             entries.add(rel)
     return entries
 
 
-def _noise_files(data_folder, silence_seconds):
-    """(path, relative path, frames, rate) of every usable background-noise file."""
+def _noise_files(data_folder, silence_seconds, sample_rate, bad, required):
+    """(relative path, frames, rate) of every usable background-noise file.
+
+    Without ``required`` (no silence class) a missing folder gives ``[]``.
+    """
     folder = os.path.join(data_folder, NOISE_FOLDER)
     if not os.path.isdir(folder):
+        if not required:
+            return []
         raise FileNotFoundError(
             f"background-noise folder {folder!r} does not exist (needed for "
             "the _silence_ class; set silence_per_split: 0 to drop it)"
@@ -256,14 +335,17 @@ def _noise_files(data_folder, silence_seconds):
     for name in sorted(os.listdir(folder)):
         if not name.endswith(".wav"):
             continue
-        info = sf.info(os.path.join(folder, name))
-        if info.frames < silence_seconds * info.samplerate:
+        frames = checked_frames(os.path.join(folder, name), bad, fs=sample_rate)
+        if frames is None:
+            continue
+        if frames < silence_seconds * sample_rate:
             logger.warning("%s is shorter than one silence crop, skipped", name)
             continue
-        noises.append((f"{NOISE_FOLDER}/{name}", info.frames, info.samplerate))
-    if not noises:
+        noises.append((f"{NOISE_FOLDER}/{name}", frames, sample_rate))
+    if not noises and required:
         raise FileNotFoundError(
-            f"no background-noise .wav of at least {silence_seconds} s in {folder}"
+            f"no usable background-noise .wav of at least {silence_seconds} s in "
+            f"{folder} (see {REPORT_NAME})"
         )
     return noises
 
@@ -295,6 +377,82 @@ def _silence_rows(noises, split, count, silence_seconds, rng):
     return rows
 
 
+def _write_noise_pieces(data_folder, noises, save_folder, sample_rate):
+    """Cut the training region of each noise file into pieces; list them.
+
+    Writes ``noise_train/*.wav`` and ``noise_train.csv`` (none when there is
+    no usable noise file). A region shorter than a piece is one piece.
+    """
+    csv_path = os.path.join(save_folder, NOISE_CSV)
+    folder = os.path.join(save_folder, NOISE_PIECES)
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.endswith(".wav"):
+                os.remove(os.path.join(folder, name))
+    if not noises:
+        if os.path.exists(csv_path):
+            os.remove(csv_path)
+        return
+    os.makedirs(folder, exist_ok=True)
+    piece = int(round(NOISE_PIECE_SECONDS * sample_rate))
+    rows = []
+    for rel, frames, _ in noises:
+        low, high = NOISE_REGIONS["train"]
+        first, last = int(low * frames), int(high * frames)
+        audio, _ = sf.read(
+            os.path.join(data_folder, rel), start=first, stop=last, dtype="float32"
+        )
+        if audio.ndim > 1:
+            audio = audio.mean(axis=1)
+        stem = os.path.splitext(os.path.basename(rel))[0]
+        n_pieces = max(1, len(audio) // piece)
+        for j in range(n_pieces):
+            chunk = audio[j * piece : (j + 1) * piece]
+            path = os.path.join(folder, f"{stem}_{j:04d}.wav")
+            sf.write(path, chunk, sample_rate, subtype="FLOAT")
+            rows.append(
+                {
+                    "ID": f"{stem}_{j:04d}",
+                    "duration": f"{len(chunk) / sample_rate:.4f}",
+                    "wav": path,
+                    "wav_format": "wav",
+                    "wav_opts": "",
+                }
+            )
+    _write_csv(csv_path, AUGMENT_HEADER, rows)
+    logger.info("%d training-noise pieces -> %s", len(rows), csv_path)
+
+
+def _rir_files(rir_folder, sample_rate, bad):
+    """Noise-CSV rows of every usable mono ``.wav`` under ``rir_folder``."""
+    rows = []
+    for root, dirs, files in os.walk(rir_folder):
+        dirs.sort()
+        for name in sorted(files):
+            if not name.lower().endswith(".wav"):
+                continue
+            path = os.path.abspath(os.path.join(root, name))
+            frames = checked_frames(path, bad, fs=sample_rate)
+            if frames is None:
+                continue
+            channels = sf.info(path).channels
+            if channels != 1:
+                bad.add(path, f"{channels} channels, expected a mono impulse response")
+                continue
+            rel = os.path.relpath(path, rir_folder)
+            rows.append(
+                {
+                    "ID": f"rir{len(rows):05d}_"
+                    + os.path.splitext(rel)[0].replace(os.sep, "_"),
+                    "duration": f"{frames / sample_rate:.4f}",
+                    "wav": path,
+                    "wav_format": "wav",
+                    "wav_opts": "",
+                }
+            )
+    return rows
+
+
 if __name__ == "__main__":  # pragma: no cover - manual use
     import argparse
 
@@ -302,6 +460,14 @@ if __name__ == "__main__":  # pragma: no cover - manual use
     parser.add_argument("data_folder")
     parser.add_argument("save_folder")
     parser.add_argument("--task", default="12", choices=["12", "35"])
+    parser.add_argument("--strict_prep", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    print(prepare_gsc(args.data_folder, args.save_folder, task=args.task))
+    print(
+        prepare_gsc(
+            args.data_folder,
+            args.save_folder,
+            task=args.task,
+            strict_prep=args.strict_prep,
+        )
+    )

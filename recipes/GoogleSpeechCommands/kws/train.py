@@ -12,6 +12,8 @@ Usage::
     python train.py hparams/kws.yaml --sampler catpow --reweight_mode robust
     python train.py hparams/kws.yaml --data_folder /data/speech_commands_v0.02 \\
         --task 35 --n_classes 35
+    python train.py hparams/kws.yaml --augment False        # no augmentation
+    python train.py hparams/kws.yaml --rir_folder /data/RIRs  # add reverberation
     torchrun --nproc_per_node 2 train.py hparams/kws_isbl.yaml \\
         --device cpu --distributed_backend gloo
 """
@@ -29,8 +31,10 @@ from hyperpyyaml import load_hyperpyyaml
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from prepare_gsc import prepare_gsc  # noqa: E402
 
+from hardmine.cli import EXIT_CONFIG_ERROR  # noqa: E402
 from hardmine.synthetic.gsc import default_gsc  # noqa: E402
 from hardmine.tasks.kws import KWSBrain, dataio_prep  # noqa: E402
+from hardmine.tasks.prep_report import PrepError  # noqa: E402
 
 
 def main(argv):
@@ -59,6 +63,9 @@ def main(argv):
             "silence_per_split": hparams["silence_per_split"],
             "seed": hparams["seed"],
             "skip_prep": hparams["skip_prep"],
+            "strict_prep": hparams["strict_prep"],
+            "sample_rate": hparams["sample_rate"],
+            "rir_folder": hparams["rir_folder"],
         },
     )
     datasets, label_encoder, keywords = dataio_prep(hparams, data_folder)
@@ -86,7 +93,18 @@ def main(argv):
     )
 
 
+def run(argv, stream=None):
+    """``main(argv)``; a bad setting or, with strict_prep, bad audio files end
+    the run with exit status 2 and a plain message (no traceback): one line
+    naming the option, or one line per bad file."""
+    try:
+        with exit_on_config_error(argv, stream=stream):
+            main(argv)
+    except PrepError as err:
+        if os.environ.get("RANK", "0") in ("", "0"):
+            print(f"error: {err}", file=stream or sys.stderr, flush=True)
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
+
+
 if __name__ == "__main__":
-    # A bad setting ends the run with one line naming the option, exit status 2.
-    with exit_on_config_error(sys.argv[1:]):
-        main(sys.argv[1:])
+    run(sys.argv[1:])
