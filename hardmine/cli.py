@@ -25,8 +25,12 @@ handles into the fragments they include::
 When several handles could feed the field, the one given on the command line
 wins; a field that no handle feeds is printed alone
 (``error: reweight_mode: must be one of ...``). Under torchrun every rank
-exits with status 2 and rank 0 prints the line. Other errors keep their
-traceback.
+exits with status 2 and rank 0 prints the line.
+
+A :class:`~hardmine.tasks.prep_report.PrepError` (a data preparation run
+with ``strict_prep: True`` found bad audio files) ends the run the same way,
+with exit status 2 and, instead of one line, its list of every bad file and
+why it is bad. Other errors keep their traceback.
 
 Importing this module also drops SpeechBrain's import-time notice
 ``torchvision is not available - cannot save figures`` (about image samples
@@ -59,12 +63,14 @@ import shlex
 import sys
 
 from hardmine.plainyaml import Tagged, read_document
+from hardmine.tasks.prep_report import PrepError
 from hardmine.validation import ConfigError
 
 __all__ = [
     "EXIT_CONFIG_ERROR",
     "exit_on_config_error",
     "find_config_error",
+    "find_prep_error",
     "describe",
     "command_line_values",
     "forwarded_fields",
@@ -109,9 +115,30 @@ def find_config_error(exc):
     >>> find_config_error(KeyError("x")) is None
     True
     """
+    return _find_in_chain(exc, ConfigError)
+
+
+def find_prep_error(exc):
+    """Return the PrepError ``exc`` is or wraps (``__cause__``/``__context__``).
+
+    Example
+    -------
+    >>> try:
+    ...     try:
+    ...         raise PrepError({"/d/a.wav": "zero-length file"})
+    ...     except PrepError as inner:
+    ...         raise RuntimeError("in run_on_main") from inner
+    ... except RuntimeError as outer:
+    ...     find_prep_error(outer).entries
+    {'/d/a.wav': 'zero-length file'}
+    """
+    return _find_in_chain(exc, PrepError)
+
+
+def _find_in_chain(exc, kind):
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, ConfigError):
+        if isinstance(exc, kind):
             return exc
         seen.add(id(exc))
         if exc.__cause__ is not None:
@@ -311,6 +338,9 @@ def _is_main_rank():
 def exit_on_config_error(argv, stream=None):
     """Turn a ConfigError raised inside the block into one line and exit status 2.
 
+    A PrepError is printed whole (every bad file on a line of its own) and
+    exits with the same status.
+
     Arguments
     ---------
     argv : list of str
@@ -321,16 +351,22 @@ def exit_on_config_error(argv, stream=None):
     Raises
     ------
     SystemExit
-        With status :data:`EXIT_CONFIG_ERROR`, for a ConfigError (also one
-        chained under another exception). Other exceptions pass unchanged.
+        With status :data:`EXIT_CONFIG_ERROR`, for a ConfigError or a
+        PrepError (also one chained under another exception). Other
+        exceptions pass unchanged.
     """
     try:
         yield
     except Exception as exc:
         err = find_config_error(exc)
-        if err is None:
-            raise
+        if err is not None:
+            message = describe(err, argv)
+        else:
+            prep = find_prep_error(exc)
+            if prep is None:
+                raise
+            message = f"error: {prep}"
         if _is_main_rank():
             out = stream if stream is not None else sys.stderr
-            print(describe(err, argv), file=out, flush=True)
+            print(message, file=out, flush=True)
         raise SystemExit(EXIT_CONFIG_ERROR) from None

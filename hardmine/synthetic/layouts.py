@@ -4,8 +4,9 @@ The preparation scripts of the recipes are meant for the real corpora, which
 cannot be downloaded here. These generators write speech-like mixtures
 (:mod:`hardmine.synthetic.mixtures`) with the same folder structure, file naming, audio
 format (16-bit PCM wav) and, for LibriMix, metadata CSVs, so the real
-preparation code runs unchanged on them. :func:`default_wsj0mix` builds the
-small set the recipes use by default, once, and caches it.
+preparation code runs unchanged on them. :func:`default_wsj0mix` and
+:func:`default_librimix` build the small sets the two separation recipes use
+by default, once, and cache them.
 
 Every generated set also gets ``mixture_info.csv`` next to its split folders,
 listing each mixture's difficulty factors (level difference, pitch gap of the
@@ -38,13 +39,21 @@ from hardmine.synthetic.mixtures import (
 )
 from hardmine.validation import ConfigError, check_choice, check_int, check_number
 
-__all__ = ["make_wsj0mix", "make_librimix", "default_wsj0mix", "DEFAULT_SIZES"]
+__all__ = [
+    "make_wsj0mix",
+    "make_librimix",
+    "default_wsj0mix",
+    "default_librimix",
+    "DEFAULT_SIZES",
+    "DEFAULT_LIBRI_SIZES",
+]
 
 logger = logging.getLogger(__name__)
 
 WSJ_SPLITS = ("tr", "cv", "tt")
 LIBRI_SPLITS = ("train", "dev", "test")
 DEFAULT_SIZES = {"tr": 400, "cv": 50, "tt": 100}
+DEFAULT_LIBRI_SIZES = {"train": 400, "dev": 50, "test": 100}
 # Bump when the generator changes so cached default sets are rebuilt.
 GENERATOR_VERSION = 2
 _MARKER = "hardmine-dataset.json"
@@ -323,6 +332,33 @@ def make_librimix(
     return root
 
 
+def _move_metadata_paths(root, new_root):
+    """Rewrite the absolute paths of a LibriMix set's metadata CSVs written
+    under ``root`` so they point under ``new_root``."""
+    old = os.path.abspath(root)
+    for meta_dir in _glob_metadata_dirs(old):
+        for file_name in sorted(os.listdir(meta_dir)):
+            path = os.path.join(meta_dir, file_name)
+            with open(path, newline="") as handle:
+                rows = list(csv.reader(handle))
+            for row in rows[1:]:
+                for k, cell in enumerate(row):
+                    if cell.startswith(old + os.sep):
+                        row[k] = new_root + cell[len(old) :]
+            with open(path, "w", newline="") as handle:
+                csv.writer(handle).writerows(rows)
+
+
+def _glob_metadata_dirs(root):
+    found = []
+    for rate in sorted(os.listdir(root)):
+        for version in ("min", "max"):
+            meta_dir = os.path.join(root, rate, version, "metadata")
+            if os.path.isdir(meta_dir):
+                found.append(meta_dir)
+    return found
+
+
 def default_wsj0mix(cache_dir=None):
     """The recipes' embedded default data set, generated once and cached.
 
@@ -388,4 +424,70 @@ def default_wsj0mix(cache_dir=None):
         cache_dir=cache_dir,
         marker=_MARKER,
         description=f"default synthetic WSJ0-2mix-style set ({sizes})",
+    )
+
+
+def default_librimix(cache_dir=None):
+    """The LibriMix recipe's embedded default data set, generated once and cached.
+
+    A synthetic Libri2Mix-layout set written by :func:`make_librimix`: two
+    speakers, 8 kHz, ``min``, 400 ``train-360``, 50 ``dev`` and 100 ``test``
+    mixtures of 2 s, each with its noise file, its clean (``mix_clean``) and
+    noisy (``mix_both``) mixture, and the metadata CSVs. The speech has the
+    same spread of difficulty as :func:`default_wsj0mix` (level difference,
+    close pitch, partial overlap; listed per mixture in
+    ``wav8k/min/mixture_info.csv``); the noise lies 0-10 dB below the speech,
+    for 20 % of mixtures 0-5 dB above it.
+
+    The set lives in ``<cache>/librimix-default`` (``<cache>`` as for
+    :func:`default_wsj0mix`) and is generated the same way, by
+    :func:`hardmine.synthetic.cache.cached_dataset`.
+
+    Arguments
+    ---------
+    cache_dir : str, optional
+        Folder holding the cached set.
+
+    Returns
+    -------
+    str
+        The dataset root, to pass as ``data_folder``.
+    """
+    name = "librimix-default"
+    spec = {
+        "generator_version": GENERATOR_VERSION,
+        "layout": "libri2mix",
+        "fs": 8000,
+        "version": "min",
+        "sizes": DEFAULT_LIBRI_SIZES,
+        "seconds": 2.0,
+        "seed": 1234,
+        "train_set": "train-360",
+    }
+
+    def generate(folder):
+        make_librimix(
+            folder,
+            n_spks=2,
+            fs=8000,
+            version="min",
+            sizes=DEFAULT_LIBRI_SIZES,
+            seconds=2.0,
+            seed=spec["seed"],
+            with_metadata=True,
+            train_set="train-360",
+        )
+        # The set is written in a temporary folder and then renamed: the
+        # metadata's absolute paths must name the final folder.
+        final = os.path.join(os.path.dirname(os.path.abspath(folder)), name)
+        _move_metadata_paths(folder, final)
+
+    sizes = ", ".join(f"{k}: {v}" for k, v in DEFAULT_LIBRI_SIZES.items())
+    return cached_dataset(
+        name,
+        generate,
+        spec,
+        cache_dir=cache_dir,
+        marker=_MARKER,
+        description=f"default synthetic Libri2Mix-style set with noise ({sizes})",
     )

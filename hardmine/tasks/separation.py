@@ -137,17 +137,21 @@ def check_hparams(hparams):
 def resolve_data_folder(hparams, embedded_default=True):
     """Return the data folder, building the embedded default if it is null.
 
-    ``data_folder: null`` selects the small WSJ0-2mix-layout set that
-    :func:`hardmine.synthetic.layouts.default_wsj0mix` generates once and caches.  It
-    only exists with two speakers at 8 kHz ("min" version).
+    ``data_folder: null`` selects a small synthetic set generated once and
+    cached: for the WSJ0Mix recipe the WSJ0-2mix-layout set of
+    :func:`hardmine.synthetic.layouts.default_wsj0mix`, for the LibriMix
+    recipe the Libri2Mix-layout set with noise of
+    :func:`hardmine.synthetic.layouts.default_librimix`. Both only exist with
+    two speakers at 8 kHz ("min" version); the LibriMix one only with the
+    ``train-360`` training folder.
 
     Arguments
     ---------
     hparams : dict
         The loaded hyperparameters.
-    embedded_default : bool
-        Whether ``null`` may select the embedded WSJ0-2mix set (only the
-        WSJ0Mix recipe has one).
+    embedded_default : bool or str
+        Which set ``null`` selects: ``"wsj0mix"`` (or True), ``"librimix"``,
+        or False when the recipe has none (``null`` is then an error).
 
     Returns
     -------
@@ -168,8 +172,14 @@ def resolve_data_folder(hparams, embedded_default=True):
         if not folder:
             raise ConfigError("data_folder", "is empty")
         return folder
-    if not embedded_default:
+    if embedded_default is False:
         raise ConfigError("data_folder", "this recipe has no embedded default; give it")
+    kind = "wsj0mix" if embedded_default is True else embedded_default
+    if kind not in ("wsj0mix", "librimix"):
+        raise ValueError(
+            f"embedded_default must be True, False, 'wsj0mix' or 'librimix', "
+            f"got {embedded_default!r}"
+        )
     if hparams.get("num_spks") != 2:
         raise ConfigError(
             "data_folder",
@@ -183,10 +193,18 @@ def resolve_data_folder(hparams, embedded_default=True):
             f"sample_rate={hparams.get('sample_rate')} "
             f"version={hparams.get('version')}",
         )
-    from hardmine.synthetic.layouts import default_wsj0mix
+    if kind == "librimix" and hparams.get("train_set", "train-360") != "train-360":
+        raise ConfigError(
+            "data_folder",
+            "the embedded default has the train-360 training folder only; give "
+            f"--data_folder for train_set={hparams.get('train_set')}",
+        )
+    from hardmine.synthetic import layouts
 
     # Generated once and cached; concurrent ranks wait on a file lock.
-    return str(default_wsj0mix())
+    if kind == "librimix":
+        return str(layouts.default_librimix())
+    return str(layouts.default_wsj0mix())
 
 
 def load_example(paths, sample_rate, crop_len=None, generator=None):

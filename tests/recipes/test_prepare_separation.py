@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -208,27 +209,25 @@ def test_wsj0mix_errors_name_the_path(tmp_path):
     # Asking for 3 speakers on 2-speaker data: s3 is missing.
     _expect_layout_error(wsj.prepare_wsjmix, base / "tr" / "s3", root, save, n_spks=3)
 
-    a_name = sorted(os.listdir(base / "tt" / "mix"))[0]
-    # Length mismatch between mixture and a source.
-    s1 = base / "tt" / "s1" / a_name
-    data, _ = sf.read(s1, dtype="int16")
-    sf.write(s1, data[:-10], 8000, subtype="PCM_16")
-    err = _expect_layout_error(wsj.prepare_wsjmix, s1, root, save)
-    assert "length" in str(err)
-    # Wrong sample rate inside a file.
-    sf.write(s1, data, 16000, subtype="PCM_16")
-    _expect_layout_error(wsj.prepare_wsjmix, s1, root, save)
-    sf.write(s1, data, 8000, subtype="PCM_16")
-    # A missing source file.
-    s2 = base / "tt" / "s2" / a_name
-    s2.rename(tmp_path / "moved.wav")
-    _expect_layout_error(wsj.prepare_wsjmix, s2, root, save)
-    (tmp_path / "moved.wav").rename(s2)
-    # A corrupt source file.
-    backup = s2.read_bytes()
-    s2.write_bytes(b"not a wav file")
-    _expect_layout_error(wsj.prepare_wsjmix, s2, root, save)
-    s2.write_bytes(backup)
+    # A split holding no mixture at all.
+    tt_mix = base / "tt" / "mix"
+    tt_mix.rename(tmp_path / "tt_mix")
+    tt_mix.mkdir()
+    _expect_layout_error(wsj.prepare_wsjmix, tt_mix, root, save)
+    tt_mix.rmdir()
+    (tmp_path / "tt_mix").rename(tt_mix)
+    # A split whose only mixtures are all bad: the split is named, and the
+    # report lists the file.
+    backup = {p: p.read_bytes() for p in (base / "cv" / "s2").iterdir()}
+    for path in backup:
+        path.write_bytes(b"")
+    err = _expect_layout_error(wsj.prepare_wsjmix, base / "cv", root, save)
+    assert "'valid'" in str(err) and "prep_report.csv" in str(err)
+    assert not (save / "wsj_tr.csv").exists()
+    assert len(_rows(save / "prep_report.csv")[1]) == TINY_WSJ["cv"]
+    shutil.rmtree(save)
+    for path, data in backup.items():
+        path.write_bytes(data)
     # A missing split.
     (base / "cv").rename(tmp_path / "cv")
     _expect_layout_error(wsj.prepare_wsjmix, base / "cv", root, save)
@@ -338,22 +337,34 @@ def test_librimix_metadata_format_and_errors(tmp_path):
         assert sf.info(row["mixture_path"]).frames == int(row["length"])
 
     save = tmp_path / "save"
-    # Metadata pointing at a file that is gone.
+    test_meta = meta / "mixture_test_mix_both.csv"
+    rows = _rows(test_meta)[1]
+
+    def report():
+        """The report's entries; each step corrupts exactly one file."""
+        rows = _rows(save / "prep_report.csv")[1]
+        assert len(rows) == 1, rows
+        return {row["path"]: row["reason"] for row in rows}
+
+    # Metadata pointing at a file that is gone: reported, its mixture left out.
     target = Path(rows[0]["source_2_path"])
     target.rename(tmp_path / "gone.wav")
-    err = _expect_layout_error(libri.prepare_librimix, target, root, save)
-    assert "mixture_dev_mix_both.csv" in str(err)
+    out = libri.prepare_librimix(root, save)
+    reason = report()[str(target)]
+    assert reason.startswith("missing file") and "mixture_test_mix_both.csv" in reason
+    assert [r["ID"] for r in _rows(out["test"])[1]] == [rows[1]["mixture_ID"]]
     (tmp_path / "gone.wav").rename(target)
     # Metadata length that disagrees with the audio.
-    path = meta / "mixture_dev_mix_both.csv"
-    text = path.read_text()
-    path.write_text(text.replace(f",{rows[0]['length']}\n", ",17\n", 1))
-    _expect_layout_error(libri.prepare_librimix, rows[0]["mixture_path"], root, save)
-    path.write_text(text)
+    text = test_meta.read_text()
+    test_meta.write_text(text.replace(f",{rows[0]['length']}\n", ",17\n", 1))
+    libri.prepare_librimix(root, save)
+    assert "says 17" in report()[rows[0]["mixture_path"]]
+    test_meta.write_text(text)
     # Metadata for the wrong number of speakers.
     _expect_layout_error(
         libri.prepare_librimix, "mixture_train-360", root, save, n_spks=3
     )
+    shutil.rmtree(save)
     # Without metadata, a missing noise folder is reported.
     for f in os.listdir(meta):
         os.remove(meta / f)
@@ -361,12 +372,13 @@ def test_librimix_metadata_format_and_errors(tmp_path):
     noise.rename(tmp_path / "noise")
     _expect_layout_error(libri.prepare_librimix, noise, root, save)
     (tmp_path / "noise").rename(noise)
+    assert not save.exists() or not os.listdir(save)
     # Length mismatch when scanning (min version).
     name = sorted(os.listdir(noise))[0]
     data, _ = sf.read(noise / name, dtype="int16")
     sf.write(noise / name, data[:-1], 8000, subtype="PCM_16")
-    _expect_layout_error(libri.prepare_librimix, noise / name, root, save)
-    assert not save.exists() or not os.listdir(save)
+    libri.prepare_librimix(root, save)
+    assert report()[str(noise / name)].startswith(f"length {len(data) - 1} samples")
 
 
 def test_scripts_run_from_the_command_line(tmp_path):

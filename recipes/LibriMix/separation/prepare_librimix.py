@@ -7,14 +7,24 @@ Expected layout (as produced by the LibriMix generation scripts)::
     <datapath>/wav8k/min/metadata/mixture_<split>_mix_<clean|both>.csv
 
 ``datapath`` may also point straight at ``<...>/wav8k/min``. When the metadata
-CSVs are present they define the mixtures (and every path they list must
-exist); otherwise the folders are scanned. Each manifest row also carries the
-noise file, so a recipe can add or check the noise itself. Problems are
-reported with the offending path before any manifest is written.
+CSVs are present they define the mixtures; otherwise the folders are
+scanned. Each manifest row also carries the noise file, so a recipe can add
+or check the noise itself.
+
+A wrong layout (missing data, split or source folder, another version's
+folder, metadata without the needed columns or without any row, a split
+without mixtures) stops the preparation with the path before anything is
+written. A bad file (missing, unreadable, empty, another sample rate, a
+length that does not fit the mixture or its metadata) leaves its mixture out
+of the manifest and is listed with its reason in ``prep_report.csv`` next to
+the CSVs; ``strict_prep`` turns the list into one error instead. Manifests
+newer than the data and made with the same options are reused without a
+new scan.
 
 Usage as a script::
 
-    python prepare_librimix.py <datapath> <savepath> [--n_spks 2] [--mixture both]
+    python prepare_librimix.py <datapath> <savepath> [--n_spks 2] [--mixture both] \
+        [--strict_prep]
 """
 
 import argparse
@@ -26,16 +36,20 @@ import sys
 from hardmine.tasks.manifest import (
     LayoutError,
     check_group,
-    csv_up_to_date,
     find_base,
+    reuse_manifests,
     scan_split,
     separation_fields,
     wav_columns,
-    write_csv_atomic,
+    write_manifests,
 )
-from hardmine.validation import check_choice
+from hardmine.tasks.prep_report import BadFiles
+from hardmine.validation import ConfigError, check_choice
 
 logger = logging.getLogger(__name__)
+
+#: Name of the options file saved next to the manifests (``<name>.json``).
+OPTIONS_NAME = "prepare_librimix"
 
 
 def _split_folders(train_set):
@@ -46,9 +60,11 @@ def _metadata_path(base, split, mixture):
     return os.path.join(base, "metadata", f"mixture_{split}_mix_{mixture}.csv")
 
 
-def _from_metadata(meta_path, split_dir, n_spks):
+def _from_metadata(meta_path, split_dir, n_spks, bad):
     """Read ``(ID, mix, [sources..., noise], length)`` entries from a LibriMix
-    metadata CSV, checking its columns and that the files it lists exist."""
+    metadata CSV, checking its columns; a listed file that does not exist is
+    recorded in ``bad`` (the row is kept for the other files' checks), a row
+    whose length is not a number leaves its mixture out."""
     with open(meta_path, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
@@ -74,15 +90,12 @@ def _from_metadata(meta_path, split_dir, n_spks):
         paths.append(noise)
         for path in paths:
             if not os.path.isfile(path):
-                raise LayoutError(
-                    path,
-                    f"file listed in {meta_path} (mixture {row['mixture_ID']}) "
-                    "does not exist",
-                )
+                bad.add(path, f"missing file (listed in {meta_path})")
         try:
             length = int(row["length"])
-        except ValueError as err:
-            raise LayoutError(meta_path, f"bad length {row['length']!r}") from err
+        except (TypeError, ValueError):
+            bad.add(paths[0], f"{meta_path} gives the length {row['length']!r}")
+            continue
         entries.append((row["mixture_ID"], paths[0], paths[1:], length))
     return entries
 
@@ -96,6 +109,7 @@ def prepare_librimix(
     mixture="both",
     train_set="train-360",
     skip_prep=False,
+    strict_prep=False,
 ):
     """Write ``libri{n}mix_train.csv``, ``_dev.csv`` and ``_test.csv``.
 
@@ -118,6 +132,9 @@ def prepare_librimix(
         "train-360" or "train-100".
     skip_prep : bool
         Only return the CSV paths, without checking or writing anything.
+    strict_prep : bool
+        Raise one :class:`hardmine.tasks.prep_report.PrepError` naming every
+        bad file instead of leaving their mixtures out.
 
     Returns
     -------
@@ -140,6 +157,8 @@ def prepare_librimix(
     check_choice("version", version, ("min", "max"))
     check_choice("mixture", mixture, ("both", "clean"))
     check_choice("train_set", train_set, ("train-360", "train-100"))
+    if not isinstance(strict_prep, bool):
+        raise ConfigError("strict_prep", f"must be True or False, got {strict_prep!r}")
     folders = _split_folders(train_set)
     outputs = {
         key: os.path.join(savepath, f"libri{n_spks}mix_{name}.csv")
@@ -150,39 +169,63 @@ def prepare_librimix(
     base = find_base(datapath, fs, version, list(folders.values()))
     mix_folder = f"mix_{mixture}"
     others = [f"s{i}" for i in range(1, n_spks + 1)] + ["noise"]
+    # The metadata files too: editing one in place leaves its folder's time.
     inputs = [os.path.join(base, "metadata")]
+    inputs += [_metadata_path(base, split, mixture) for split in folders.values()]
     inputs += [
         os.path.join(base, split, folder)
         for split in folders.values()
         for folder in [mix_folder] + others
     ]
-    if csv_up_to_date(outputs.values(), inputs, base):
-        logger.info("Manifests in %s are newer than the data; skipping.", savepath)
+    options = {
+        "datapath": os.path.abspath(os.fspath(datapath)),
+        "n_spks": n_spks,
+        "fs": fs,
+        "version": version,
+        "mixture": mixture,
+        "train_set": train_set,
+        "strict_prep": strict_prep,
+    }
+    if reuse_manifests(outputs.values(), inputs, base, savepath, OPTIONS_NAME, options):
         return outputs
 
-    tables = {}
-    for key, split in zip(outputs, folders.values(), strict=True):
-        split_dir = os.path.join(base, split)
+    # Check the layout of every split before reading any audio file.
+    split_dirs = {
+        key: os.path.join(base, split)
+        for key, split in zip(outputs, folders.values(), strict=True)
+    }
+    for split_dir in split_dirs.values():
         if not os.path.isdir(split_dir):
             raise LayoutError(split_dir, "missing split folder")
+    bad = BadFiles()
+    groups = {}
+    for key, split_dir in split_dirs.items():
+        split = os.path.basename(split_dir)
         meta_path = _metadata_path(base, split, mixture)
         if os.path.isfile(meta_path):
             logger.info("Reading mixtures of %s from %s", split, meta_path)
-            entries = _from_metadata(meta_path, split_dir, n_spks)
+            groups[key] = (meta_path, _from_metadata(meta_path, split_dir, n_spks, bad))
         else:
             logger.info("No metadata for %s; scanning %s", split, split_dir)
-            entries = [
-                (name[: -len(".wav")], mix, rest, None)
-                for name, mix, rest in scan_split(split_dir, mix_folder, others)
-            ]
+            scanned = scan_split(split_dir, mix_folder, others, check_files=False)
+            groups[key] = (
+                None,
+                [
+                    (name[: -len(".wav")], mix, rest, None)
+                    for name, mix, rest in scanned
+                ],
+            )
+    # Then every file; a mixture with a bad file is left out.
+    tables = {}
+    for key, (meta_path, entries) in groups.items():
         rows = []
         for mix_id, mix_path, rest, length in entries:
-            frames = check_group(mix_path, rest, fs, exact=version == "min")
+            frames = check_group(mix_path, rest, fs, version == "min", bad)
+            if frames is None:
+                continue
             if length is not None and length != frames:
-                raise LayoutError(
-                    mix_path,
-                    f"has {frames} samples but {meta_path} says {length}",
-                )
+                bad.add(mix_path, f"{frames} samples, but {meta_path} says {length}")
+                continue
             row = {"ID": mix_id, "duration": frames / fs}
             row.update(wav_columns("mix", os.path.abspath(mix_path)))
             for i, path in enumerate(rest[:-1], start=1):
@@ -190,10 +233,18 @@ def prepare_librimix(
             row.update(wav_columns("noise", os.path.abspath(rest[-1])))
             rows.append(row)
         tables[key] = rows
-    fields = separation_fields(n_spks, noise=True)
-    for key, rows in tables.items():
-        write_csv_atomic(outputs[key], fields, rows)
-        logger.info("Wrote %s (%d mixtures)", outputs[key], len(rows))
+    write_manifests(
+        tables,
+        outputs,
+        separation_fields(n_spks, noise=True),
+        bad,
+        savepath,
+        OPTIONS_NAME,
+        options,
+        strict=strict_prep,
+        split_dirs=split_dirs,
+        what="LibriMix preparation",
+    )
     return outputs
 
 
@@ -206,6 +257,12 @@ def main(argv=None):
     parser.add_argument("--version", default="min")
     parser.add_argument("--mixture", default="both")
     parser.add_argument("--train_set", default="train-360")
+    parser.add_argument(
+        "--strict_prep",
+        action="store_true",
+        help="stop with one error naming every bad file instead of leaving "
+        "their mixtures out",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -217,6 +274,7 @@ def main(argv=None):
             version=args.version,
             mixture=args.mixture,
             train_set=args.train_set,
+            strict_prep=args.strict_prep,
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -15,6 +15,10 @@ Usage
     python train.py hparams/convtasnet.yaml --num_spks 3 --data_folder /data/Libri3Mix
     torchrun --nproc_per_node 2 train.py hparams/sepformer.yaml \\
         --data_folder /data/Libri2Mix --device cpu --distributed_backend gloo
+
+Without ``--data_folder`` the embedded default set is used: a small
+synthetic Libri2Mix-layout set with noise, generated once and cached (see
+``data_folder`` in the YAML files).
 """
 
 import sys
@@ -49,15 +53,17 @@ def main(argv):
     )
 
     # Data preparation on the main process; every rank then reads its lists.
-    # LibriMix has no embedded default: data_folder must be given.
+    # data_folder: null is the embedded default set (generated once, cached).
     prep_kwargs = {
-        "datapath": resolve_data_folder(hparams, embedded_default=False),
+        "datapath": resolve_data_folder(hparams, embedded_default="librimix"),
         "savepath": hparams["save_folder"],
         "n_spks": hparams["num_spks"],
         "fs": hparams["sample_rate"],
         "version": hparams["version"],
         "mixture": hparams["mixture"],
         "train_set": hparams["train_set"],
+        # Bad files leave their mixtures out (prep_report.csv); strict: stop.
+        "strict_prep": hparams["strict_prep"],
     }
     sb.utils.distributed.run_on_main(
         prepare_librimix, kwargs={**prep_kwargs, "skip_prep": hparams["skip_prep"]}

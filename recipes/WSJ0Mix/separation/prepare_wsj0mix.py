@@ -7,12 +7,21 @@ Expected layout (as produced by the official mixing scripts)::
 ``datapath`` may also point straight at ``<...>/wav8k/min``. Every mixture
 needs a file of the same name in each source folder; for the ``min`` version
 all of them must have the mixture's length, for ``max`` no source may be
-longer than its mixture. Problems are reported with the offending path before
-any manifest is written.
+longer than its mixture.
+
+A wrong layout (missing data, split or source folder, another version's
+folder, a split without mixtures) stops the preparation with the folder's
+path before anything is written. A bad file (missing, unreadable, empty,
+another sample rate, a length that does not fit) leaves its mixture out of
+the manifest and is listed with its reason in ``prep_report.csv`` next to
+the CSVs; ``strict_prep`` turns the list into one error instead. Manifests
+newer than the data and made with the same options are reused without a
+new scan.
 
 Usage as a script::
 
-    python prepare_wsj0mix.py <datapath> <savepath> [--n_spks 2] [--fs 8000]
+    python prepare_wsj0mix.py <datapath> <savepath> [--n_spks 2] [--fs 8000] \
+        [--version min] [--strict_prep]
 """
 
 import argparse
@@ -23,22 +32,31 @@ import sys
 from hardmine.tasks.manifest import (
     LayoutError,
     check_group,
-    csv_up_to_date,
     find_base,
+    reuse_manifests,
     scan_split,
     separation_fields,
     wav_columns,
-    write_csv_atomic,
+    write_manifests,
 )
-from hardmine.validation import check_choice
+from hardmine.tasks.prep_report import BadFiles
+from hardmine.validation import ConfigError, check_choice
 
 logger = logging.getLogger(__name__)
 
 SPLITS = {"train": "tr", "valid": "cv", "test": "tt"}
+#: Name of the options file saved next to the manifests (``<name>.json``).
+OPTIONS_NAME = "prepare_wsj0mix"
 
 
 def prepare_wsjmix(
-    datapath, savepath, n_spks=2, fs=8000, version="min", skip_prep=False
+    datapath,
+    savepath,
+    n_spks=2,
+    fs=8000,
+    version="min",
+    skip_prep=False,
+    strict_prep=False,
 ):
     """Write ``wsj_tr.csv``, ``wsj_cv.csv`` and ``wsj_tt.csv`` into ``savepath``.
 
@@ -57,6 +75,9 @@ def prepare_wsjmix(
         "min" or "max".
     skip_prep : bool
         Only return the CSV paths, without checking or writing anything.
+    strict_prep : bool
+        Raise one :class:`hardmine.tasks.prep_report.PrepError` naming every
+        bad file instead of leaving their mixtures out.
 
     Returns
     -------
@@ -77,6 +98,8 @@ def prepare_wsjmix(
     check_choice("n_spks", n_spks, (2, 3))
     check_choice("fs", fs, (8000, 16000))
     check_choice("version", version, ("min", "max"))
+    if not isinstance(strict_prep, bool):
+        raise ConfigError("strict_prep", f"must be True or False, got {strict_prep!r}")
     outputs = {
         key: os.path.join(savepath, f"wsj_{folder}.csv")
         for key, folder in SPLITS.items()
@@ -90,29 +113,52 @@ def prepare_wsjmix(
         for split in SPLITS.values()
         for folder in ["mix"] + sources
     ]
-    if csv_up_to_date(outputs.values(), inputs, base):
-        logger.info("Manifests in %s are newer than the data; skipping.", savepath)
+    options = {
+        "datapath": os.path.abspath(os.fspath(datapath)),
+        "n_spks": n_spks,
+        "fs": fs,
+        "version": version,
+        "strict_prep": strict_prep,
+    }
+    if reuse_manifests(outputs.values(), inputs, base, savepath, OPTIONS_NAME, options):
         return outputs
 
-    # Check everything before writing anything.
-    tables = {}
-    for key, split in SPLITS.items():
-        split_dir = os.path.join(base, split)
+    # Check the layout of every split before reading any file.
+    split_dirs = {key: os.path.join(base, split) for key, split in SPLITS.items()}
+    for split_dir in split_dirs.values():
         if not os.path.isdir(split_dir):
             raise LayoutError(split_dir, "missing split folder")
+    groups = {
+        key: scan_split(split_dir, "mix", sources, check_files=False)
+        for key, split_dir in split_dirs.items()
+    }
+    # Then every file; a mixture with a bad file is left out.
+    bad = BadFiles()
+    tables = {}
+    for key, entries in groups.items():
         rows = []
-        for name, mix_path, others in scan_split(split_dir, "mix", sources):
-            frames = check_group(mix_path, others, fs, exact=version == "min")
+        for name, mix_path, others in entries:
+            frames = check_group(mix_path, others, fs, version == "min", bad)
+            if frames is None:
+                continue
             row = {"ID": name[: -len(".wav")], "duration": frames / fs}
             row.update(wav_columns("mix", mix_path))
             for i, path in enumerate(others, start=1):
                 row.update(wav_columns(f"s{i}", path))
             rows.append(row)
         tables[key] = rows
-    fields = separation_fields(n_spks)
-    for key, rows in tables.items():
-        write_csv_atomic(outputs[key], fields, rows)
-        logger.info("Wrote %s (%d mixtures)", outputs[key], len(rows))
+    write_manifests(
+        tables,
+        outputs,
+        separation_fields(n_spks),
+        bad,
+        savepath,
+        OPTIONS_NAME,
+        options,
+        strict=strict_prep,
+        split_dirs=split_dirs,
+        what="WSJ0-mix preparation",
+    )
     return outputs
 
 
@@ -123,13 +169,24 @@ def main(argv=None):
     parser.add_argument("--n_spks", type=int, default=2)
     parser.add_argument("--fs", type=int, default=8000)
     parser.add_argument("--version", default="min")
+    parser.add_argument(
+        "--strict_prep",
+        action="store_true",
+        help="stop with one error naming every bad file instead of leaving "
+        "their mixtures out",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         outputs = prepare_wsjmix(
-            args.datapath, args.savepath, args.n_spks, args.fs, args.version
+            args.datapath,
+            args.savepath,
+            args.n_spks,
+            args.fs,
+            args.version,
+            strict_prep=args.strict_prep,
         )
-    except (LayoutError, ValueError) as err:
+    except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     for key, path in outputs.items():

@@ -60,6 +60,8 @@ def main(argv):
         "n_spks": hparams["num_spks"],
         "fs": hparams["sample_rate"],
         "version": hparams["version"],
+        # Bad files leave their mixtures out (prep_report.csv); strict: stop.
+        "strict_prep": hparams["strict_prep"],
     }
     sb.utils.distributed.run_on_main(
         prepare_wsjmix, kwargs={**prep_kwargs, "skip_prep": hparams["skip_prep"]}
