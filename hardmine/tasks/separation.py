@@ -289,7 +289,11 @@ def build_datasets(hparams, csv_files):
     Every item provides ``mix_sig``, ``s1_sig`` ... ``s<num_spks>_sig`` and
     ``audio_problem`` (``""`` when the audio is fine).  Training items are
     cropped to ``training_signal_len`` samples when longer (``null`` keeps
-    them whole); valid and test items are never cropped.
+    them whole); valid and test items are never cropped. With
+    ``dynamic_mixing: True`` the training set is a
+    :class:`~hardmine.tasks.dynamic_mixing.DynamicMixingDataset` of new
+    mixtures every epoch, made from the training sources (the fields are
+    checked here whether it is on or off).
 
     Arguments
     ---------
@@ -303,6 +307,9 @@ def build_datasets(hparams, csv_files):
     -------
     dict of speechbrain.dataio.dataset.DynamicItemDataset
     """
+    from hardmine.tasks.dynamic_mixing import build_dm_train_set, check_dm_fields
+
+    dynamic_mixing = check_dm_fields(hparams)["dynamic_mixing"]
     num_spks = hparams["num_spks"]
     sample_rate = hparams["sample_rate"]
     path_keys = ["mix_wav"] + [f"s{i}_wav" for i in range(1, num_spks + 1)]
@@ -337,6 +344,8 @@ def build_datasets(hparams, csv_files):
             keys.append("subgroup")
         dataset.set_output_keys(keys)
         datasets[split] = dataset
+    if dynamic_mixing:
+        datasets["train"] = build_dm_train_set(hparams, csv_files["train"])
     return datasets
 
 
@@ -591,9 +600,38 @@ class SeparationBrain(HardMiningBrain):
                 row["subgroup"] = subgroups[i]
             self.test_rows.append(row)
 
+    def make_dataloader(
+        self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
+    ):
+        """Build a loader; a dynamic-mixing training set is batched by PaddedBatch.
+
+        The dynamic-mixing set is kept so that :meth:`on_stage_start` can
+        hand it each epoch before the loader's workers are started. Its
+        mixtures exist once, so a mining sampler must be one over sources
+        (``--sampler isbl``, which the recipes' choice turns into
+        :class:`~hardmine.source_sampler.SourceSampler`).
+        """
+        if stage == sb.Stage.TRAIN and getattr(dataset, "dynamic_mixing", False):
+            from speechbrain.dataio.batch import PaddedBatch
+
+            factory = self.sampler_factory
+            if factory is not None and not getattr(factory, "dynamic_mixing", False):
+                raise ConfigError(
+                    "sampler",
+                    "with dynamic_mixing: True the training mixtures are new every "
+                    "epoch; the mining sampler must draw sources (the recipes' "
+                    "--sampler isbl passes dynamic_mixing to choose_sampler)",
+                )
+            loader_kwargs.setdefault("collate_fn", PaddedBatch)
+            self.dm_train_set = dataset
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+
     def on_stage_start(self, stage, epoch=None):
-        """Reset the per-utterance test rows at the start of the test stage."""
+        """Reset the test rows; give a dynamic-mixing training set its epoch."""
         super().on_stage_start(stage, epoch)
+        dm_set = getattr(self, "dm_train_set", None)
+        if stage == sb.Stage.TRAIN and dm_set is not None and epoch is not None:
+            dm_set.set_epoch(epoch)
         if stage == sb.Stage.TEST:
             self.test_rows = []
 
