@@ -16,7 +16,11 @@ handle names, as the ``mining_sampler`` entry that
             category_field: !ref <catpow_category_field>
 
 so ``python train.py hparams/convtasnet.yaml --sampler isbl`` trains with the
-ISBL sampler without a YAML file of its own. The choice is made while the
+ISBL sampler without a YAML file of its own. The separation recipes also
+pass ``dynamic_mixing: !ref <dynamic_mixing>``: with dynamic mixing on, the
+training mixtures are new every epoch, so ``isbl`` becomes ISBL over the
+sources (:class:`hardmine.source_sampler.SourceSampler`, with the same
+options) and ``catpow`` is refused. The choice is made while the
 YAML file loads, so a bad ``--sampler`` stops the run before anything else;
 each sampler checks its own fields when the Brain builds it on the training
 set.
@@ -33,6 +37,8 @@ True
 Traceback (most recent call last):
 ...
 hardmine.validation.ConfigError: sampler: must be one of 'none', 'isbl', 'catpow', got 'foo'
+>>> choose_sampler("isbl", isbl=isbl, dynamic_mixing=True).func.__name__
+'SourceSampler'
 """
 
 from hardmine.validation import ConfigError, check_choice
@@ -51,7 +57,7 @@ def _is_none(kind):
     return kind is None or (isinstance(kind, str) and kind.strip().lower() == "none")
 
 
-def choose_sampler(kind, isbl=None, catpow=None):
+def choose_sampler(kind, isbl=None, catpow=None, dynamic_mixing=False):
     """Return the sampler factory named by ``kind``, or None for no sampler.
 
     Arguments
@@ -62,6 +68,10 @@ def choose_sampler(kind, isbl=None, catpow=None):
         ``"catpow"``: :class:`hardmine.catpow.CategoryDatasetPowerSampler`.
     isbl, catpow : callable, optional
         The factories the recipe offers, called later with the training set.
+    dynamic_mixing : bool
+        Whether the training set is made by dynamic mixing: ``"isbl"`` then
+        gives a :class:`hardmine.source_sampler.SourceSampler` factory with
+        the ISBL entry's options, ``"catpow"`` is an error.
 
     Returns
     -------
@@ -85,6 +95,21 @@ def choose_sampler(kind, isbl=None, catpow=None):
             f"the {kind!r} entry must be a sampler factory (a !name: entry such as "
             f"hparams/{kind}.yaml), got {factory!r}",
         )
+    if not isinstance(dynamic_mixing, bool):
+        raise ConfigError(
+            "dynamic_mixing", f"must be True or False, got {dynamic_mixing!r}"
+        )
+    if dynamic_mixing:
+        if kind == "catpow":
+            raise ConfigError(
+                "sampler",
+                "catpow draws stored mixtures by category, and with dynamic_mixing: "
+                "True every training mixture is new; use --sampler isbl (ISBL over "
+                "the sources) or none",
+            )
+        from hardmine.source_sampler import source_sampler_factory
+
+        return source_sampler_factory(factory)
     return factory
 
 

@@ -38,7 +38,15 @@ RECIPES = {
     "LibriMix": ROOT / "recipes" / "LibriMix" / "separation",
 }
 VARIANTS = ("sepformer_isbl", "sepformer_robust", "sepformer_curriculum")
-SECTIONS = ("Experiment", "Data", "Model", "Training", "Mining", "Checkpoints and logs")
+SECTIONS = (
+    "Experiment",
+    "Data",
+    "Dynamic mixing",
+    "Model",
+    "Training",
+    "Mining",
+    "Checkpoints and logs",
+)
 BANNER = re.compile(r"^# ####### (.+) #######$")
 
 

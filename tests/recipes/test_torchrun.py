@@ -146,3 +146,27 @@ def test_threshold_counters_are_summed_over_ranks(tmp_path, wsj2):
     assert "sampler_ranks_agree" not in stats
     assert stats["weights_ranks_agree"] == 1
     _check_test_results_written_once(out)
+
+
+def test_dynamic_mixing_source_tables_agree_across_ranks(tmp_path, wsj2):
+    out = tmp_path / "dm"
+    _torchrun(
+        "sepformer",
+        out,
+        wsj2,
+        "--dynamic_mixing", "True",
+        "--sampler", "isbl",
+        "--training_signal_len", "2000",
+    )  # fmt: skip
+    stats = _stats(out)
+    # N_TRAIN new mixtures of the 2 * N_TRAIN sources, planned as global
+    # batches of BATCH_SIZE * WORLD whose slots the ranks share.
+    global_batches = -(-N_TRAIN // (BATCH_SIZE * WORLD))
+    assert stats["examples"] == N_TRAIN and stats["examples_bad_audio"] == 0
+    assert stats["batches"] == global_batches * WORLD
+    assert stats["optimizer_step"] == global_batches
+    assert stats["sampler_n_sources"] == 2 * N_TRAIN
+    # The (source, loss) pairs of both ranks reached both tables.
+    assert stats["sampler_ranks_agree"] == 1
+    assert stats["weights_ranks_agree"] == 1
+    _check_test_results_written_once(out)
