@@ -54,6 +54,7 @@ WSJ_SPLITS = ("tr", "cv", "tt")
 LIBRI_SPLITS = ("train", "dev", "test")
 DEFAULT_SIZES = {"tr": 400, "cv": 50, "tt": 100}
 DEFAULT_LIBRI_SIZES = {"train": 400, "dev": 50, "test": 100}
+DEFAULT_LIBRI_SECONDS = 2.0
 # Bump when the generator changes so cached default sets are rebuilt.
 GENERATOR_VERSION = 2
 _MARKER = "hardmine-dataset.json"
@@ -460,7 +461,7 @@ def default_librimix(cache_dir=None):
         "fs": 8000,
         "version": "min",
         "sizes": DEFAULT_LIBRI_SIZES,
-        "seconds": 2.0,
+        "seconds": DEFAULT_LIBRI_SECONDS,
         "seed": 1234,
         "train_set": "train-360",
     }
@@ -472,7 +473,7 @@ def default_librimix(cache_dir=None):
             fs=8000,
             version="min",
             sizes=DEFAULT_LIBRI_SIZES,
-            seconds=2.0,
+            seconds=DEFAULT_LIBRI_SECONDS,
             seed=spec["seed"],
             with_metadata=True,
             train_set="train-360",
