@@ -1,9 +1,10 @@
 """The separation recipes with dynamic mixing, end to end from their YAML files.
 
-Each recipe's ``main()`` runs in this process (no interpreter start-up) on a
-tiny generated set with the CPU-sized Conv-TasNet: WSJ0-2mix with the source
-sampler (``--sampler isbl``), Libri2Mix with noise and speed perturbation
-on the plain loader.
+The LibriMix recipe's ``main()`` runs in this process (no interpreter
+start-up) on a tiny generated Libri2Mix set with noise, with the CPU-sized
+Conv-TasNet, speed perturbation and the source sampler (``--sampler isbl``).
+The WSJ0Mix recipe trains with dynamic mixing and the source sampler under
+torchrun in ``tests/recipes/test_torchrun.py``.
 """
 
 import importlib.util
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from hardmine.plainyaml import read_fields
-from hardmine.synthetic.layouts import make_librimix, make_wsj0mix
+from hardmine.synthetic.layouts import make_librimix
 from hardmine.tasks.dynamic_mixing import DM_DEFAULTS
 from hardmine.tasks.separation import TINY_OVERRIDES
 
@@ -98,39 +99,9 @@ def test_the_dm_variant_differs_from_sepformer_in_few_settings():
 
 
 @pytest.mark.slow
-def test_wsj0mix_trains_with_dynamic_mixing_and_the_source_sampler(
+def test_librimix_trains_with_noise_speed_perturbation_and_the_source_sampler(
     tmp_path, monkeypatch
 ):
-    data = make_wsj0mix(
-        str(tmp_path / "data"), sizes={"tr": 6, "cv": 1, "tt": 1}, seconds=0.25
-    )
-    out = tmp_path / "run"
-    stats = _run(
-        "WSJ0Mix",
-        monkeypatch,
-        out,
-        data,
-        "--sampler", "isbl",
-        "--dm_mixtures_per_epoch", "4",
-        "--isbl_alpha", "1.0",
-    )  # fmt: skip
-    # Four new mixtures per epoch from the 12 sources of the 6 listed ones.
-    assert stats[0]["examples"] == 4 and stats[0]["batches"] == 2
-    assert stats[0]["examples_bad_audio"] == 0
-    assert stats[0]["sampler_n_sources"] == 12
-    assert stats[0]["sampler_n_speakers"] >= 2
-    checkpoint = next((out / "save").glob("CKPT+*/mining_sampler.ckpt"))
-    with np.load(checkpoint) as saved:
-        meta = json.loads(str(saved["meta"]))
-        scores, seen = saved["scores"], saved["seen"]
-    # Every source of the 4 trained mixtures has a loss (2 to 8 sources).
-    assert meta["size"] == 12 and 2 <= int(seen.sum()) <= 8
-    assert np.all(scores[~seen] == 1.0) and np.all(scores[seen] != 1.0)
-    assert (out / "test_results.csv").is_file()
-
-
-@pytest.mark.slow
-def test_librimix_trains_with_noise_and_speed_perturbation(tmp_path, monkeypatch):
     data = make_librimix(
         str(tmp_path / "data"),
         sizes={"train": 4, "dev": 1, "test": 1},
@@ -146,10 +117,20 @@ def test_librimix_trains_with_noise_and_speed_perturbation(tmp_path, monkeypatch
         "--mixture", "both",
         "--speed_perturb", "True",
         "--speed_perturb_speeds", "[90, 110]",
+        "--sampler", "isbl",
+        "--isbl_alpha", "1.0",
     )  # fmt: skip
-    # As many new mixtures as the training list holds, no sampler.
-    assert stats[0]["examples"] == 4 and stats[0]["examples_bad_audio"] == 0
-    assert "sampler_n_sources" not in stats[0]
+    # As many new mixtures as the training list holds, from its 8 sources.
+    assert stats[0]["examples"] == 4 and stats[0]["batches"] == 2
+    assert stats[0]["examples_bad_audio"] == 0
+    assert stats[0]["sampler_n_sources"] == 8
+    checkpoint = next((out / "save").glob("CKPT+*/mining_sampler.ckpt"))
+    with np.load(checkpoint) as saved:
+        meta = json.loads(str(saved["meta"]))
+        scores, seen = saved["scores"], saved["seen"]
+    # Every source of the 4 trained mixtures has a loss (2 to 8 sources).
+    assert meta["size"] == 8 and 2 <= int(seen.sum()) <= 8
+    assert np.all(scores[~seen] == 1.0) and np.all(scores[seen] != 1.0)
     assert (out / "test_results.csv").is_file()
 
 
