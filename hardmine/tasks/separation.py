@@ -132,6 +132,9 @@ def check_hparams(hparams):
         )
     if "mixture" in hparams:
         check_choice("mixture", hparams["mixture"], ("clean", "both"))
+    from hardmine.tasks.dynamic_mixing import check_dm_fields
+
+    check_dm_fields(hparams)  # dynamic mixing and speed perturbation
 
 
 def resolve_data_folder(hparams, embedded_default=True):

@@ -272,3 +272,24 @@ def test_too_few_speakers_and_unreadable_names_are_config_errors(tmp_path):
 def test_fields_are_validated(changes, field):
     with pytest.raises(ConfigError, match=f"^{field}: "):
         check_dm_fields(_hparams(**changes))
+
+
+def test_the_recipes_check_the_fields_before_preparing_data():
+    from hardmine.tasks.separation import check_hparams
+
+    valid = {
+        "num_spks": 2,
+        "sample_rate": 8000,
+        "version": "min",
+        "batch_size": 1,
+        "N_epochs": 1,
+        "lr": 0.001,
+        "clip_grad_norm": 5,
+        "kernel_size": 16,
+        "dynamic_mixing": True,
+    }
+    check_hparams(valid)
+    with pytest.raises(ConfigError, match="^dm_gain_low: "):
+        check_hparams({**valid, "dm_gain_low": "x"})
+    with pytest.raises(ConfigError, match="^speed_perturb: "):
+        check_hparams({**valid, "dynamic_mixing": False, "speed_perturb": True})
