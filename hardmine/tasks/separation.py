@@ -8,8 +8,8 @@ recipes share from here, so they train the same model code:
 * :data:`TINY_OVERRIDES` holds the command-line overrides of a CPU-sized
   model, per architecture;
 * :func:`check_hparams` rejects unusable settings before anything is built;
-* :func:`resolve_data_folder` replaces ``data_folder: null`` by the embedded
-  default WSJ0-2mix set;
+* :func:`resolve_data_folder` replaces ``data_folder: null`` by the recipe's
+  embedded default set (WSJ0-2mix or Libri2Mix layout);
 * :func:`build_datasets` creates the data pipeline (checked audio loading,
   random training crops, the ``audio_problem`` flag);
 * :class:`SeparationBrain` runs encoder -> mask network -> decoder, returns
