@@ -266,6 +266,10 @@ def build_augmenter(
     return Augmenter(
         parallel_augment=False,
         concat_original=False,
+        # Every enabled stage on every augmented batch (the default draws
+        # how many of the first stages run).
+        min_augmentations=len(stages),
+        max_augmentations=len(stages),
         augment_prob=augment_prob,
         augmentations=stages,
     )
@@ -283,8 +287,9 @@ def check_augment_files(augmenter):
         if isinstance(stage, AddNoise) and not os.path.isfile(stage.csv_file):
             raise ConfigError(
                 "augment_noise",
-                f"{stage.csv_file} does not exist: the corpus has no usable "
-                "_background_noise_ file (set --augment_noise False)",
+                f"{stage.csv_file} does not exist (the data preparation writes "
+                "it from the _background_noise_ files; with none usable, set "
+                "--augment_noise False)",
             )
         if isinstance(stage, AddReverb) and not os.path.isfile(stage.csv_file):
             raise ConfigError(

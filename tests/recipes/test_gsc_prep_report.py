@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import KWS_TINY_MODEL
+from speechbrain.augment.freq_domain import RandomShift
+from speechbrain.augment.time_domain import AddNoise, AddReverb, SpeedPerturb
 
 from hardmine.synthetic.gsc import generate_gsc
 from hardmine.tasks.prep_report import PrepError
@@ -172,9 +174,27 @@ def test_prep_is_skipped_for_the_same_options_and_rebuilt_otherwise(
 
 
 @pytest.mark.slow
-def test_recipe_trains_on_the_damaged_corpus(damaged, tmp_path):
+def test_recipe_trains_on_the_damaged_corpus(damaged, tmp_path, monkeypatch):
     """One tiny epoch with augmentation (reverberation too), no loader workers."""
     root, expected = damaged
+    calls = {}
+
+    def counting(cls):
+        forward = cls.forward
+
+        def with_lengths(self, waveforms, lengths):
+            calls[cls.__name__] = calls.get(cls.__name__, 0) + 1
+            return forward(self, waveforms, lengths)
+
+        def without(self, waveforms):
+            calls[cls.__name__] = calls.get(cls.__name__, 0) + 1
+            return forward(self, waveforms)
+
+        return with_lengths if cls in (AddNoise, RandomShift) else without
+
+    for cls in (AddNoise, AddReverb, SpeedPerturb, RandomShift):
+        counted = counting(cls)
+        monkeypatch.setattr(cls, "forward", counted)
     rirs = tmp_path / "rirs" / "hall"
     rirs.mkdir(parents=True)
     rir = np.exp(-np.arange(2000) / 300.0).astype(np.float32)
@@ -199,6 +219,11 @@ def test_recipe_trains_on_the_damaged_corpus(damaged, tmp_path):
             str(tmp_path / "rirs"),
             "--noprogressbar",
         ]
+    )
+    # Every training batch went through the whole chain; no other batch did.
+    n_batches = -(-len(_rows(out / "save" / "train.csv")) // 8)
+    assert calls == dict.fromkeys(
+        ["AddNoise", "AddReverb", "SpeedPerturb", "RandomShift"], n_batches
     )
     assert len(_rows(out / "save" / "prep_report.csv")) == len(expected)
     assert len(_rows(out / "save" / "rir.csv")) == 1

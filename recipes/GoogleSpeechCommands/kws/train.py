@@ -94,9 +94,19 @@ def main(argv):
 
 
 def run(argv, stream=None):
-    """``main(argv)``; a bad setting or, with strict_prep, bad audio files end
-    the run with exit status 2 and a plain message (no traceback): one line
-    naming the option, or one line per bad file."""
+    """Run ``main(argv)`` as the command line does.
+
+    A bad setting, or bad audio files under ``strict_prep``, end the run with
+    exit status 2 and a plain message on ``stream`` (default stderr), no
+    traceback: one line naming the option, or one line per bad file.
+
+    Arguments
+    ---------
+    argv : list of str
+        The hparams file, then the options.
+    stream : file, optional
+        Where the message goes.
+    """
     try:
         with exit_on_config_error(argv, stream=stream):
             main(argv)
