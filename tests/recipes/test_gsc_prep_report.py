@@ -15,6 +15,7 @@ from speechbrain.augment.freq_domain import RandomShift
 from speechbrain.augment.time_domain import AddNoise, AddReverb, SpeedPerturb
 
 from hardmine.synthetic.gsc import generate_gsc
+from hardmine.tasks.kws import build_augmenter, check_augment_files
 from hardmine.tasks.prep_report import PrepError
 from hardmine.validation import ConfigError
 
@@ -94,12 +95,7 @@ def test_bad_files_are_reported_once_and_left_out(damaged, tmp_path):
 def test_bad_noise_file_is_reported_and_skipped(damaged, tmp_path):
     root, _ = damaged
     # A copy of the corpus with one broken background-noise file.
-    copy = tmp_path / "copy"
-    for folder, _, files in os.walk(root):
-        target = copy / os.path.relpath(folder, root)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in files:
-            os.link(os.path.join(folder, name), target / name)
+    copy = _linked_copy(root, tmp_path / "copy")
     broken = copy / "_background_noise_" / "broken.wav"
     broken.write_bytes(b"\x00" * 64)
     prep.prepare_gsc(str(copy), str(tmp_path / "save"))
@@ -109,6 +105,48 @@ def test_bad_noise_file_is_reported_and_skipped(damaged, tmp_path):
     assert "$data_root/_background_noise_/broken.wav" not in noises
     pieces = _rows(tmp_path / "save" / prep.NOISE_CSV)
     assert pieces and not any(r["ID"].startswith("broken") for r in pieces)
+
+
+def _linked_copy(root, target):
+    for folder, _, files in os.walk(root):
+        dest = target / os.path.relpath(folder, root)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            os.link(os.path.join(folder, name), dest / name)
+    return target
+
+
+def test_no_usable_noise_file(damaged, tmp_path):
+    root, expected = damaged
+    copy = _linked_copy(root, tmp_path / "copy")
+    noise_dir = copy / "_background_noise_"
+    broken = []
+    for path in sorted(noise_dir.glob("*.wav")):
+        path.unlink()  # a hard link: replace, never write through
+        path.write_bytes(b"garbage" * 10)
+        broken.append(str(path))
+    # The silence class needs them: one error, after the report is written.
+    with pytest.raises(FileNotFoundError, match="no usable background-noise"):
+        prep.prepare_gsc(str(copy), str(tmp_path / "t12"))
+    report = _rows(tmp_path / "t12" / "prep_report.csv")
+    assert sorted(r["path"] for r in report) == sorted([*broken, *expected_in(copy)])
+    # Task 35 has no silence class: preparation goes on, without noise pieces,
+    # and noise augmentation is refused before training.
+    prep.prepare_gsc(str(copy), str(tmp_path / "t35"), task="35")
+    assert not (tmp_path / "t35" / prep.NOISE_CSV).exists()
+    augmenter = build_augmenter(noise_csv=str(tmp_path / "t35" / prep.NOISE_CSV))
+    with pytest.raises(ConfigError, match="^augment_noise: .*--augment_noise False"):
+        check_augment_files(augmenter)
+
+
+def expected_in(copy):
+    """The four bad entries of the damaged corpus, under ``copy``."""
+    return [
+        str(copy / "yes" / "0badf00d_nohash_0.wav"),
+        str(copy / "no" / "0e0e0e0e_nohash_0.wav"),
+        str(copy / "cat" / "08080808_nohash_0.wav"),
+        str(copy / "yes" / "deadbeef_nohash_3.wav"),
+    ]
 
 
 def test_strict_mode_names_every_bad_file_in_one_error(damaged, tmp_path):

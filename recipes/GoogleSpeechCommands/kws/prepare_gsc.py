@@ -251,6 +251,14 @@ def prepare_gsc(
 
     need_silence = task == "12" and silence_per_split > 0
     noises = _noise_files(data_folder, silence_seconds, sample_rate, bad, need_silence)
+    if need_silence and not noises:
+        bad.finish(save_folder, strict=strict_prep, what="prepare_gsc")
+        raise FileNotFoundError(
+            f"no usable background-noise .wav of at least {silence_seconds} s in "
+            f"{os.path.join(data_folder, NOISE_FOLDER)} for the _silence_ class "
+            f"(bad files are listed in {os.path.join(save_folder, REPORT_NAME)}; "
+            "set silence_per_split: 0 to drop the class)"
+        )
     if need_silence:
         rng = np.random.default_rng(seed)
         for split in SPLITS:
@@ -342,11 +350,6 @@ def _noise_files(data_folder, silence_seconds, sample_rate, bad, required):
             logger.warning("%s is shorter than one silence crop, skipped", name)
             continue
         noises.append((f"{NOISE_FOLDER}/{name}", frames, sample_rate))
-    if not noises and required:
-        raise FileNotFoundError(
-            f"no usable background-noise .wav of at least {silence_seconds} s in "
-            f"{folder} (see {REPORT_NAME})"
-        )
     return noises
 
 
