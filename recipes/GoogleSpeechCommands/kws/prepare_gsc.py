@@ -402,9 +402,10 @@ def _write_noise_pieces(data_folder, noises, save_folder, sample_rate):
     for rel, frames, _ in noises:
         low, high = NOISE_REGIONS["train"]
         first, last = int(low * frames), int(high * frames)
-        audio, _ = sf.read(
-            os.path.join(data_folder, rel), start=first, stop=last, dtype="float32"
-        )
+        source = os.path.join(data_folder, rel)
+        # 16-bit sources stay 16-bit (exactly), anything else is stored as float.
+        subtype = "PCM_16" if sf.info(source).subtype == "PCM_16" else "FLOAT"
+        audio, _ = sf.read(source, start=first, stop=last, dtype="float32")
         if audio.ndim > 1:
             audio = audio.mean(axis=1)
         stem = os.path.splitext(os.path.basename(rel))[0]
@@ -412,7 +413,7 @@ def _write_noise_pieces(data_folder, noises, save_folder, sample_rate):
         for j in range(n_pieces):
             chunk = audio[j * piece : (j + 1) * piece]
             path = os.path.join(folder, f"{stem}_{j:04d}.wav")
-            sf.write(path, chunk, sample_rate, subtype="FLOAT")
+            sf.write(path, chunk, sample_rate, subtype=subtype)
             rows.append(
                 {
                     "ID": f"{stem}_{j:04d}",
