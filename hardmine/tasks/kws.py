@@ -120,7 +120,6 @@ def _has_wav(folder):
 def build_augmenter(
     augment=True,
     augment_prob=1.0,
-    time_shift_ms=100.0,
     speed_perturb=True,
     speeds=(90, 100, 110),
     rir_folder=None,
@@ -129,6 +128,7 @@ def build_augmenter(
     noise_csv=None,
     noise_snr_low=0.0,
     noise_snr_high=15.0,
+    time_shift_ms=100.0,
     sample_rate=16000,
     clip_seconds=1.0,
 ):
@@ -160,8 +160,6 @@ def build_augmenter(
         Master switch; False returns None (no augmentation).
     augment_prob : float
         Probability that a training batch is augmented at all.
-    time_shift_ms : float
-        Largest shift in milliseconds (0: no shift); below the clip length.
     speed_perturb : bool
         Whether to change the speed.
     speeds : list of int
@@ -179,6 +177,8 @@ def build_augmenter(
         region of the background-noise files).
     noise_snr_low, noise_snr_high : float
         SNR range in dB.
+    time_shift_ms : float
+        Largest shift in milliseconds (0: no shift); below the clip length.
     sample_rate : int
         Sample rate of clips, noise and impulse responses.
     clip_seconds : float
