@@ -293,3 +293,48 @@ def test_the_recipes_check_the_fields_before_preparing_data():
         check_hparams({**valid, "dm_gain_low": "x"})
     with pytest.raises(ConfigError, match="^speed_perturb: "):
         check_hparams({**valid, "dynamic_mixing": False, "speed_perturb": True})
+
+
+def _tiny_brain(**hparams):
+    from speechbrain.lobes.models.conv_tasnet import MaskNet
+    from speechbrain.lobes.models.dual_path import Decoder, Encoder
+    from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
+
+    from hardmine.tasks.separation import SeparationBrain
+
+    modules = {
+        "encoder": Encoder(kernel_size=16, out_channels=8),
+        "masknet": MaskNet(8, 8, 8, 3, 1, 1, 2),
+        "decoder": Decoder(
+            in_channels=8, out_channels=1, kernel_size=16, stride=8, bias=False
+        ),
+    }
+    hparams = {"num_spks": 2, "loss": get_si_snr_with_pitwrapper, **hparams}
+    return SeparationBrain(modules, hparams=hparams, run_opts={"device": "cpu"})
+
+
+def test_the_brain_batches_dm_items_and_hands_the_dataset_its_epoch(wsj):
+    import speechbrain as sb
+
+    dataset = build_dm_train_set(_hparams(), wsj)
+    brain = _tiny_brain()
+    loader = brain.make_dataloader(dataset, sb.Stage.TRAIN, batch_size=3)
+    brain.on_stage_start(sb.Stage.TRAIN, 3)
+    assert dataset.epoch == 3
+    batch = next(iter(loader))
+    assert isinstance(batch, PaddedBatch) and len(batch.id) == 3
+    assert [parse_mixture_id(i)[:2] for i in batch.id] == [(3, 0), (3, 1), (3, 2)]
+    assert batch.audio_problem == ["", "", ""]
+
+
+def test_a_mining_sampler_of_stored_mixtures_is_refused(wsj):
+    import functools
+
+    import speechbrain as sb
+
+    from hardmine.isbl import ISBLSampler
+
+    dataset = build_dm_train_set(_hparams(), wsj)
+    brain = _tiny_brain(mining_sampler=functools.partial(ISBLSampler, batch_size=2))
+    with pytest.raises(ConfigError, match="^sampler: with dynamic_mixing: True"):
+        brain.make_dataloader(dataset, sb.Stage.TRAIN, batch_size=2)
