@@ -158,6 +158,12 @@ def test_strict_mode_names_every_bad_file_in_one_error(damaged, tmp_path):
     assert message.splitlines()[0] == "4 bad audio files (strict_prep is on):"
     assert all(path in message for path in expected)
     assert not (tmp_path / "train.csv").exists()
+    # After a good preparation, a strict one that fails leaves no options
+    # behind, so the old CSVs are not taken as prepared by the next run.
+    prep.prepare_gsc(root, str(tmp_path))
+    with pytest.raises(PrepError):
+        prep.prepare_gsc(root, str(tmp_path), strict_prep=True)
+    assert not (tmp_path / "prepare_gsc.json").exists()
     with pytest.raises(ConfigError, match="^strict_prep"):
         prep.prepare_gsc(root, str(tmp_path), strict_prep="yes")
 

@@ -190,6 +190,10 @@ def prepare_gsc(
     if already_prepared(outputs, save_folder, "prepare_gsc", options):
         logger.info("GSC CSV files already prepared in %s, skipping", save_folder)
         return csvs
+    # A rebuild that stops half-way must not leave the old options behind.
+    stale = os.path.join(save_folder, "prepare_gsc.json")
+    if os.path.exists(stale):
+        os.remove(stale)
 
     words = _word_folders(data_folder)
     if task == "12" and not set(words) & set(KEYWORDS):
