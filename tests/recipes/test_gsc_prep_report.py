@@ -261,6 +261,8 @@ def test_recipe_trains_on_the_damaged_corpus(damaged, tmp_path, monkeypatch):
             "0",
             "--rir_folder",
             str(tmp_path / "rirs"),
+            "--augment_prob",
+            "1.0",
             "--noprogressbar",
         ]
     )

@@ -325,6 +325,7 @@ def test_yaml_handles_reach_the_augmenter(tmp_path, prepared):
     # All of them on every batch (not a random number of the first ones).
     aug = hparams["wav_augment"]
     assert aug.min_augmentations == aug.max_augmentations == 3
+    assert aug.augment_prob == 0.5  # half the batches stay clean
     noise = hparams["wav_augment"].augmentations["AddNoise1"]
     assert (noise.snr_low, noise.snr_high) == (0, 15)
     assert noise.csv_file == str(tmp_path / "out" / "save" / "noise_train.csv")
