@@ -40,6 +40,7 @@ from hardmine.validation import ConfigError, check_int, check_number
 __all__ = [
     "KWSBrain",
     "build_augmenter",
+    "check_augment_files",
     "dataio_prep",
     "ordered_labels",
     "keywords_of",
