@@ -31,10 +31,8 @@ from hyperpyyaml import load_hyperpyyaml
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from prepare_gsc import prepare_gsc  # noqa: E402
 
-from hardmine.cli import EXIT_CONFIG_ERROR  # noqa: E402
 from hardmine.synthetic.gsc import default_gsc  # noqa: E402
 from hardmine.tasks.kws import KWSBrain, dataio_prep  # noqa: E402
-from hardmine.tasks.prep_report import PrepError  # noqa: E402
 
 
 def main(argv):
@@ -107,14 +105,8 @@ def run(argv, stream=None):
     stream : file, optional
         Where the message goes.
     """
-    try:
-        with exit_on_config_error(argv, stream=stream):
-            main(argv)
-    except PrepError as err:
-        if os.environ.get("RANK", "0") in ("", "0"):
-            print(f"error: {err}", file=stream or sys.stderr, flush=True)
-        raise SystemExit(EXIT_CONFIG_ERROR) from None
-
+    with exit_on_config_error(argv, stream=stream):
+        main(argv)
 
 if __name__ == "__main__":
     run(sys.argv[1:])
