@@ -343,15 +343,25 @@ class BatchSamplerBase(torch.utils.data.Sampler):
             yield list(self._placeholder)
         batch = skip
         for drawn in self._global_batches(skip, cursor, world):
-            np.add.at(self._draw_counts, drawn, 1)
-            self._drawn_epoch[drawn] = True
+            flat = drawn.reshape(-1)
+            np.add.at(self._draw_counts, flat, 1)
+            self._drawn_epoch[flat] = True
             if self._weighting:
                 self._record(drawn, me, world)
+            items = self._hand_out(drawn, cursor, me, world)
             cursor += len(drawn)
             batch += 1
             self._offsets[batch] = cursor
             self._handed = batch
-            yield drawn[me::world].tolist()
+            yield items
+
+    def _hand_out(self, drawn, cursor, me, world):
+        """This rank's items of a global batch whose first slot is draw ``cursor``.
+
+        One example index per slot; a sampler whose slot draws several
+        examples (``drawn`` of shape [slots, k]) hands out its own items.
+        """
+        return drawn[me::world].tolist()
 
     # ---------------------------------------------------------- feedback
     def observe(self, ids, losses):

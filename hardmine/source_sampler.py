@@ -206,31 +206,15 @@ class SourceSampler(BatchSamplerBase):
         for number in range(batch, self._max_batches(world)):
             yield self.draw_global_batch(number, world)
 
-    def _iterate(self, me, world):
-        # The base's loop, handing out plans instead of example indices.
-        skip = min(self._resume_skip, self._max_batches(world))
-        cursor = self._resume_cursor if skip else 0
-        self._resume_skip = self._resume_cursor = 0
-        self._handed = self._consumed = skip
-        self._offsets = {skip: cursor}
-        for _ in range(skip):
-            yield list(self._placeholder)
-        batch = skip
-        for drawn in self._global_batches(skip, cursor, world):
-            np.add.at(self._draw_counts, drawn.reshape(-1), 1)
-            self._drawn_epoch[drawn.reshape(-1)] = True
-            numbers = cursor + np.arange(drawn.shape[0])
-            plans = [
-                (self.epoch, int(n), *row)
-                for n, row in zip(
-                    numbers[me::world], drawn[me::world].tolist(), strict=True
-                )
-            ]
-            cursor += drawn.shape[0]
-            batch += 1
-            self._offsets[batch] = cursor
-            self._handed = batch
-            yield plans
+    def _hand_out(self, drawn, cursor, me, world):
+        # A plan per slot: (epoch, draw number, its num_spks sources).
+        numbers = cursor + np.arange(drawn.shape[0])
+        return [
+            (self.epoch, int(n), *row)
+            for n, row in zip(
+                numbers[me::world], drawn[me::world].tolist(), strict=True
+            )
+        ]
 
     # --------------------------------------------------------- feedback
     def sources_of(self, ids):
