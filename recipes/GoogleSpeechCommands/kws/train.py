@@ -108,5 +108,6 @@ def run(argv, stream=None):
     with exit_on_config_error(argv, stream=stream):
         main(argv)
 
+
 if __name__ == "__main__":
     run(sys.argv[1:])
