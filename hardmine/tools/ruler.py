@@ -439,7 +439,8 @@ def run(args, command, echo=print):
             f"unknown variants {unknown}; {args.task} has {list(task.variants)}"
         )
     seeds = list(range(1, (2 if args.quick else args.seeds) + 1))
-    out = Path(args.out or ROOT / "results" / "quality" / task.name)
+    # Absolute: the runs start in the recipe's folder, the analysis here.
+    out = Path(args.out or ROOT / "results" / "quality" / task.name).resolve()
     out.mkdir(parents=True, exist_ok=True)
     extra = list(args.extra) + task.extra
     epochs = args.epochs or (1 if args.quick else task.epochs)

@@ -28,12 +28,11 @@ def load_bench():
 
 
 @pytest.mark.slow
-def test_quick_kws_ruler_writes_paired_statistics(tmp_path):
+def test_quick_kws_ruler_writes_paired_statistics(tmp_path, monkeypatch):
     bench = load_bench()
-    record = bench.main(
-        ["kws", "--quick", "--variants", "isbl", "--out", str(tmp_path)]
-    )
-    saved = json.loads((tmp_path / "quality_bench_kws.json").read_text())
+    monkeypatch.chdir(tmp_path)  # a relative --out, as users type it
+    record = bench.main(["kws", "--quick", "--variants", "isbl", "--out", "runs"])
+    saved = json.loads((tmp_path / "runs" / "quality_bench_kws.json").read_text())
     assert saved["seeds"] == [1, 2] and saved["variants"].keys() == {"baseline", "isbl"}
     for variant in ("baseline", "isbl"):
         for metric in ruler.KWS_METRICS:
