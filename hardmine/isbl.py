@@ -32,6 +32,9 @@ draw for draw for the same seed):
 * ``score_decay`` ``d``: at each new epoch, the score of every observed example
   not observed in the epoch that ended moves a fraction ``d`` of the way to
   its pool's mean score.
+* ``pool_alpha`` ``{pool: a_k}``: pool ``k`` draws with its own power ``a_k``
+  instead of ``alpha`` (hard-negative mining: 0 for the keywords, 1 for the
+  negatives).
 * ``score_clip_quantile`` ``q`` with ``persistent_visits`` ``k``: an example whose
   loss is above its pool's ``q``-quantile of scores on ``k`` consecutive
   visits is flagged (:attr:`ISBLSampler.persistently_hard`) and its score is
@@ -151,6 +154,11 @@ class ISBLSampler(BatchSamplerBase):
         Pool name -> list of column values.
     pool_mix : str, float or dict
         How often each pool is drawn (see above).
+    pool_alpha : dict, optional
+        Pool name -> its own loss power, replacing ``alpha`` there (pools not
+        named keep ``alpha``). Hard-negative mining for keyword spotting is
+        ``{"targets": 0.0, "negatives": 1.0}``: keywords drawn uniformly,
+        negatives by loss. Not with ``capacity``.
     epoch_length : int, optional
         Draws per epoch over all ranks (default: dataset size).
     seed : int
@@ -210,6 +218,7 @@ class ISBLSampler(BatchSamplerBase):
         pools=None,
         pool_mix="natural",
         *,
+        pool_alpha=None,
         epoch_length=None,
         seed=1234,
         **options,
@@ -240,6 +249,9 @@ class ISBLSampler(BatchSamplerBase):
         self._mix_cdf = np.cumsum(self.pool_mix_probs)
         last_used = int(np.flatnonzero(self.pool_mix_probs > 0)[-1])
         self._mix_cdf[last_used:] = 1.0
+        self.pool_alpha = self._resolve_pool_alpha(pool_alpha)
+        if self.pool_alpha is not None:
+            self.table.set_pool_alpha(self.pool_alpha)
 
     # ----------------------------------------------------------- config
     def _resolve_pools(self, dataset, pool_field, pools):
@@ -309,6 +321,36 @@ class ISBLSampler(BatchSamplerBase):
             if counts[k] == 0:
                 raise ConfigError("pools", f"pool {name!r} has no examples")
         return pool_of, names
+
+    def _resolve_pool_alpha(self, pool_alpha):
+        if pool_alpha is None or (isinstance(pool_alpha, Mapping) and not pool_alpha):
+            return None  # {} (the YAML default): alpha in every pool
+        if not isinstance(pool_alpha, Mapping):
+            raise ConfigError(
+                "pool_alpha", f"must map pool names to powers, got {pool_alpha!r}"
+            )
+        if self._leaf.controller is not None:
+            raise ConfigError(
+                "pool_alpha",
+                "cannot be combined with capacity (the controller tunes one "
+                "power for every pool)",
+            )
+        unknown = [k for k in pool_alpha if str(k) not in self.pool_names]
+        if unknown:
+            raise ConfigError(
+                "pool_alpha",
+                f"unknown pool {unknown[0]!r} (pools: {', '.join(self.pool_names)})",
+            )
+        given = {str(k): v for k, v in pool_alpha.items()}
+        powers = []
+        for name in self.pool_names:
+            power = check_number(
+                f"pool_alpha.{name}", given.get(name, self.table.alpha), minimum=0.0
+            )
+            if not math.isfinite(power):
+                raise ConfigError(f"pool_alpha.{name}", f"must be finite, got {power}")
+            powers.append(power)
+        return np.array(powers)
 
     def _resolve_mix(self, pool_mix, sizes):
         sizes = sizes.astype(np.float64)

@@ -298,6 +298,8 @@ class LossPowerTable:
         bounds = np.concatenate([[0], np.cumsum(counts)])
         self._members = [order[bounds[k] : bounds[k + 1]] for k in range(self.n_pools)]
         self._local = np.empty(self.size, dtype=np.int64)
+        #: Per-pool powers (:meth:`set_pool_alpha`); None: ``alpha`` everywhere.
+        self._pool_alpha = None
         for members in self._members:
             self._local[members] = np.arange(members.shape[0])
 
@@ -352,6 +354,8 @@ class LossPowerTable:
         h.update(np.ascontiguousarray(self._quarantined).tobytes())
         h.update(np.ascontiguousarray(self._seen).tobytes())
         h.update(np.float64(self.alpha).tobytes())
+        if self._pool_alpha is not None:
+            h.update(self._pool_alpha.tobytes())
         h.update(np.ascontiguousarray(self._last_observed).tobytes())
         h.update(np.ascontiguousarray(self._streak).tobytes())
         h.update(np.ascontiguousarray(self._hard).tobytes())
@@ -422,7 +426,7 @@ class LossPowerTable:
             if self.unseen_score == "mean":
                 score /= float(self._n_scored[pool])
         try:
-            powered = score**self.alpha
+            powered = score ** self._power(pool)
         except OverflowError:
             powered = math.inf
         return min(powered, MAX_WEIGHT) + self.eps
@@ -498,16 +502,20 @@ class LossPowerTable:
         return repr(self.ids[index]) if self.ids is not None else f"#{index}"
 
     # ---------------------------------------------------------------- updates
-    def _weights(self, scores, quarantined):
+    def _power(self, pool):
+        """The power of ``pool`` (an index or an array of them)."""
+        return self.alpha if self._pool_alpha is None else self._pool_alpha[pool]
+
+    def _weights(self, scores, quarantined, power=None):
         with np.errstate(over="ignore"):
-            powered = np.power(scores, self.alpha)
+            powered = np.power(scores, self.alpha if power is None else power)
         powered = np.minimum(powered, MAX_WEIGHT)
         return np.where(quarantined, 0.0, powered) + self.eps
 
     def _all_weights(self):
         """``_weights`` of every example, in place where it can (O(N))."""
         with np.errstate(over="ignore"):
-            weights = np.power(self._scores, self.alpha)
+            weights = np.power(self._scores, self._power(self.pool_of))
         np.minimum(weights, MAX_WEIGHT, out=weights)
         if self._n_quarantined:
             weights[self._quarantined] = 0.0
@@ -610,8 +618,8 @@ class LossPowerTable:
         self._n_quarantined += int(np.count_nonzero(~finite)) - int(
             np.count_nonzero(was_quarantined)
         )
-        weights = self._weights(new_scores, ~finite)
         pools = self.pool_of[idx]
+        weights = self._weights(new_scores, ~finite, self._power(pools))
         if self.n_pools == 1:
             self._trees[0].update(self._local[idx], weights)
         else:
@@ -679,8 +687,10 @@ class LossPowerTable:
                 for pool, members in enumerate(self._members):
                     self._score_trees[pool].set_all(values[members])
             return
-        weights = self._weights(scores, np.zeros(idx.shape[0], dtype=bool))
         pools = self.pool_of[idx]
+        weights = self._weights(
+            scores, np.zeros(idx.shape[0], dtype=bool), self._power(pools)
+        )
         for pool in np.unique(pools):
             sel = pools == pool
             local = self._local[idx[sel]]
@@ -733,9 +743,38 @@ class LossPowerTable:
         alpha = float(alpha)
         if not (math.isfinite(alpha) and alpha >= 0):
             raise ValueError(f"alpha must be finite and >= 0, got {alpha}")
+        if self._pool_alpha is not None:
+            raise ValueError("alpha is set per pool (set_pool_alpha): one power is not")
         if alpha != self.alpha:
             self.alpha = alpha
             self._rebuild()
+
+    def set_pool_alpha(self, powers):
+        """Give each pool its own power (``powers[k]`` for pool ``k``), O(N).
+
+        Hard-negative mining, for instance: 0 (uniform draws) in the targets'
+        pool, 1 in the negatives'. None returns to ``alpha`` everywhere.
+
+        Example
+        -------
+        >>> table = LossPowerTable(np.array([0, 0, 1, 1]), alpha=1.0, eps=1e-6)
+        >>> table.observe_indices(np.arange(4), np.array([1.0, 3.0, 1.0, 3.0]))
+        >>> table.set_pool_alpha([0.0, 1.0])
+        >>> table.probabilities(0).round(3).tolist(), table.probabilities(1).round(3).tolist()
+        ([0.5, 0.5], [0.25, 0.75])
+        """
+        if powers is not None:
+            powers = np.asarray(powers, dtype=np.float64).reshape(-1)
+            if powers.shape != (self.n_pools,):
+                raise ValueError(
+                    f"need one power per pool ({self.n_pools}), got {powers.shape[0]}"
+                )
+            if not (np.all(np.isfinite(powers)) and np.all(powers >= 0)):
+                raise ValueError(
+                    f"powers must be finite and >= 0, got {powers.tolist()}"
+                )
+        self._pool_alpha = powers
+        self._rebuild()
 
     def decay_stale(self, epoch_left):
         """Staleness: pull the scores not refreshed in ``epoch_left`` to their pool mean.

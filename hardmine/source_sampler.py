@@ -128,6 +128,7 @@ class SourceSampler(BatchSamplerBase):
         pool_field=None,
         pools=None,
         pool_mix=None,
+        pool_alpha=None,
         **options,
     ):
         if not getattr(dataset, "dynamic_mixing", False):
@@ -152,6 +153,11 @@ class SourceSampler(BatchSamplerBase):
                 "pool_mix",
                 "under dynamic mixing speakers are drawn in proportion to their "
                 f"sources; leave it {{}}, got {pool_mix!r}",
+            )
+        if pool_alpha:
+            raise ConfigError(
+                "pool_alpha",
+                "under dynamic mixing the pools are the speakers; leave it {}",
             )
         if options.get("is_beta") is not None:
             raise ConfigError(

@@ -194,6 +194,7 @@ def test_rank_shards_cover_the_global_batch():
         ({"pool_field": "spk"}, "pool_field"),
         ({"pools": {"x": ["a"]}}, "pools"),
         ({"pool_mix": "uniform"}, "pool_mix"),
+        ({"pool_alpha": {"s1": 0.0}}, "pool_alpha"),
         ({"is_beta": 0.5}, "is_beta"),
         ({"alpha": -1.0}, "alpha"),
         ({"batch_size": 0}, "batch_size"),

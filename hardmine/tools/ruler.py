@@ -76,6 +76,9 @@ KWS = Task(
         "baseline": "hparams/kws.yaml",
         "isbl": "hparams/kws_isbl.yaml",
         "robust": "hparams/kws_robust.yaml",
+        # robust with the streaming partition (an EMA of Z): weights that do
+        # not depend on the batch size (for small batches and accumulation).
+        "robust_stream": "hparams/kws_robust.yaml --reweight_partition ema",
         # ISBL with exploration (unseen examples score the pool's maximum, 5 %
         # uniform draws) and the noise guard against mislabelled clips.
         "isbl_guarded": "hparams/kws_isbl.yaml --isbl_unseen_score max "
@@ -88,6 +91,22 @@ KWS = Task(
         "isbl_unbiased": "hparams/kws_isbl.yaml --isbl_unseen_score max "
         "--isbl_uniform_mix 0.05 --isbl_score_clip_quantile 0.95 "
         "--isbl_is_beta 1.0",
+        # Hard-negative mining: keywords drawn uniformly, _unknown_ and
+        # _silence_ by loss (power 1), with isbl_guarded's exploration and guard.
+        "isbl_hard_negatives": "hparams/kws_isbl.yaml "
+        "--isbl_pool_alpha '{targets: 0.0, negatives: 1.0}' "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
+        "--isbl_score_clip_quantile 0.95",
+        # Every class its own pool at its natural share: mining within a
+        # class, the class priors of the data kept.
+        "isbl_per_class": "hparams/kws_isbl.yaml --isbl_pool_field command "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
+        "--isbl_score_clip_quantile 0.95",
+        # isbl_per_class with the class shares flattened (size ** 0.5): the
+        # rare keywords drawn about three times as often.
+        "isbl_per_class_flat": "hparams/kws_isbl.yaml --isbl_pool_field command "
+        "--isbl_pool_mix 0.5 --isbl_unseen_score max --isbl_uniform_mix 0.05 "
+        "--isbl_score_clip_quantile 0.95",
     },
     epochs=5,
     # The benchmark set has its noise mixed in already; the recipe's own
