@@ -9,7 +9,10 @@ Scores start at 1.0 (uniform draws) and are replaced by the example's loss
 each time it is observed, after an optional hardness transform and an
 optional exponential moving average. One :class:`~hardmine.sumtree.SumTree`
 per pool holds the weights ``L ** alpha + eps``, so an update of B examples
-and a draw of B examples each cost O(B log N).
+and a draw of B examples each cost O(B log N); a pool of up to
+:data:`~hardmine.sumtree.FLAT_MAX` examples uses a
+:class:`~hardmine.sumtree.FlatSum` instead (O(B) updates, O(N) draws, faster
+at that size).
 
 Broken examples: a non-finite loss (NaN or inf, e.g. from unreadable audio)
 puts the example in quarantine. Its score becomes 0 and its weight exactly
@@ -85,7 +88,7 @@ import math
 
 import numpy as np
 
-from hardmine.sumtree import MaxTree, SumTree, read_only
+from hardmine.sumtree import MaxTree, SumTree, read_only, weight_tree
 from hardmine.validation import ConfigError, check_choice, check_int, check_number
 
 __all__ = [
@@ -323,7 +326,7 @@ class LossPowerTable:
         start = self._weights(np.ones(1), np.zeros(1, dtype=bool))[0]
         if self._explore:
             start = 0.0  # every example is unseen: its mass is the pool's unseen mass
-        self._trees = [SumTree(m.shape[0], init=start) for m in self._members]
+        self._trees = [weight_tree(m.shape[0], init=start) for m in self._members]
         if self._explore:
             score_tree = MaxTree if self.unseen_score == "max" else SumTree
             # Per pool, the local indices of its unseen examples come first in
@@ -573,25 +576,24 @@ class LossPowerTable:
         hard = np.zeros_like(losses)
         hard[finite] = self._hardness(losses[finite])
 
-        # k-th occurrence of each index goes to round k, so repeated indices
-        # are applied in batch order while each round stays vectorised.
-        order = np.argsort(indices, kind="stable")
-        sorted_idx = indices[order]
-        starts = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1]])
-        group_len = np.diff(np.r_[starts, sorted_idx.shape[0]])
-        rank_sorted = np.arange(sorted_idx.shape[0]) - np.repeat(starts, group_len)
-        occurrence = np.empty_like(rank_sorted)
-        occurrence[order] = rank_sorted
-        if (
-            self.momentum is None
-            and self.score_clip_quantile is None
-            and group_len.max() > 1
-        ):
-            # Without averaging only the last observation of each index counts.
-            last = np.zeros(indices.shape[0], dtype=bool)
-            last[order[starts + group_len - 1]] = True
+        if self.momentum is None and self.score_clip_quantile is None:
+            # Only the last observation of each index counts; they are applied
+            # in batch order (the order in which unseen examples leave).
+            _, from_end = np.unique(indices[::-1], return_index=True)
+            last = np.sort(indices.shape[0] - 1 - from_end)
             self._apply(indices[last], hard[last], finite[last])
         else:
+            # k-th occurrence of each index goes to round k, so repeated
+            # indices are applied in batch order, each round vectorised.
+            order = np.argsort(indices, kind="stable")
+            sorted_idx = indices[order]
+            new = np.ones(sorted_idx.shape[0], dtype=bool)
+            new[1:] = sorted_idx[1:] != sorted_idx[:-1]
+            starts = np.flatnonzero(new)
+            group_len = np.diff(np.append(starts, sorted_idx.shape[0]))
+            rank_sorted = np.arange(sorted_idx.shape[0]) - np.repeat(starts, group_len)
+            occurrence = np.empty_like(rank_sorted)
+            occurrence[order] = rank_sorted
             for k in range(int(group_len.max())):
                 sel = occurrence == k
                 self._apply(indices[sel], hard[sel], finite[sel])
@@ -621,11 +623,13 @@ class LossPowerTable:
         pools = self.pool_of[idx]
         weights = self._weights(new_scores, ~finite, self._power(pools))
         if self.n_pools == 1:
-            self._trees[0].update(self._local[idx], weights)
+            self._trees[0].update(self._local[idx], weights, check=False)
         else:
             for pool in np.unique(pools):
                 sel = pools == pool
-                self._trees[pool].update(self._local[idx[sel]], weights[sel])
+                self._trees[pool].update(
+                    self._local[idx[sel]], weights[sel], check=False
+                )
         if self._explore:
             scored = np.where(finite, new_scores, 0.0)
             change = finite.astype(np.int64) - was_scored
@@ -867,6 +871,8 @@ class LossPowerTable:
             return out
         if pool_ids.min() < 0 or pool_ids.max() >= self.n_pools:
             raise IndexError(f"pool index out of range [0, {self.n_pools})")
+        if self.n_pools == 1:  # the same numbers as the loop below
+            return self._draw_pool(0, rng.random(pool_ids.shape[0]))
         for pool in np.unique(pool_ids):
             where = np.flatnonzero(pool_ids == pool)
             out[where] = self._draw_pool(pool, rng.random(where.shape[0]))

@@ -23,6 +23,12 @@ level:
 instead of their sum: the largest leaf in O(1), kept up to date in O(log N)
 per batch of updates (the loss table's largest score of a pool).
 
+:class:`FlatSum` offers the same interface for small sizes: updates write
+the leaves only, and a draw searches a prefix sum rebuilt from them. O(N) per
+batch of draws, but a few vectorised passes instead of one numpy call per
+level, so it is the faster of the two up to a few ten thousand leaves
+(``benchmarks/sampler_bench.py``); :func:`weight_tree` picks between them.
+
 Example
 -------
 >>> import numpy as np
@@ -36,7 +42,10 @@ Example
 
 import numpy as np
 
-__all__ = ["MaxTree", "SumTree", "read_only"]
+__all__ = ["FLAT_MAX", "FlatSum", "MaxTree", "SumTree", "read_only", "weight_tree"]
+
+#: Largest size for which :func:`weight_tree` returns a :class:`FlatSum`.
+FLAT_MAX = 1 << 14
 
 
 def read_only(array):
@@ -52,6 +61,51 @@ def read_only(array):
     view = array.view()
     view.flags.writeable = False
     return view
+
+
+def _check_size(size, init, name):
+    size = int(size)
+    if size < 1:
+        raise ValueError(f"{name} size must be >= 1, got {size}")
+    init = float(init)
+    if not np.isfinite(init) or init < 0:
+        raise ValueError(f"{name} init must be finite and >= 0, got {init}")
+    return size, init
+
+
+def _check_values(values):
+    if values.size and not (np.all(np.isfinite(values)) and values.min() >= 0):
+        raise ValueError("SumTree values must be finite and >= 0")
+
+
+def _last_wins(idx, values, size):
+    """Checked update arguments, one entry per index (its last value)."""
+    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if idx.shape != values.shape:
+        raise ValueError(
+            f"SumTree.update: {idx.shape[0]} indices but {values.shape[0]} values"
+        )
+    if idx.size == 0:
+        return idx, values
+    if idx.min() < 0 or idx.max() >= size:
+        raise IndexError(f"SumTree.update: index out of range [0, {size})")
+    _check_values(values)
+    # Keep the last occurrence of each index so the result does not depend
+    # on how numpy orders repeated fancy-index assignments.
+    rev_unique, rev_pos = np.unique(idx[::-1], return_index=True)
+    return rev_unique, values[::-1][rev_pos]
+
+
+def _set_all_values(values, size, check):
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (size,):
+        raise ValueError(
+            f"SumTree.set_all expects {size} values, got shape {values.shape}"
+        )
+    if check:
+        _check_values(values)
+    return values
 
 
 class SumTree:
@@ -78,12 +132,7 @@ class SumTree:
     """
 
     def __init__(self, size, init=1.0):
-        size = int(size)
-        if size < 1:
-            raise ValueError(f"SumTree size must be >= 1, got {size}")
-        init = float(init)
-        if not np.isfinite(init) or init < 0:
-            raise ValueError(f"SumTree init must be finite and >= 0, got {init}")
+        size, init = _check_size(size, init, "SumTree")
         self.size = size
         leaves = np.zeros(size + (size % 2), dtype=np.float64)
         leaves[:size] = init
@@ -132,22 +181,10 @@ class SumTree:
         check : bool
             Whether to check that they are (callers that know may skip it).
         """
-        values = np.asarray(values, dtype=np.float64)
-        if values.shape != (self.size,):
-            raise ValueError(
-                f"SumTree.set_all expects {self.size} values, got shape {values.shape}"
-            )
-        if check:
-            self._check_values(values)
-        self._levels[0][: self.size] = values
+        self._levels[0][: self.size] = _set_all_values(values, self.size, check)
         self._build_from(0)
 
-    @staticmethod
-    def _check_values(values):
-        if values.size and not (np.all(np.isfinite(values)) and values.min() >= 0):
-            raise ValueError("SumTree values must be finite and >= 0")
-
-    def update(self, idx, values):
+    def update(self, idx, values, check=True):
         """Set the leaves ``idx`` to ``values`` and refresh their ancestors.
 
         Arguments
@@ -157,23 +194,14 @@ class SumTree:
             value wins.
         values : array_like of float
             New leaf values (finite, >= 0), same length as ``idx``.
+        check : bool
+            False: the caller guarantees int64 arrays of distinct indices in
+            range and valid values (nothing is checked or de-duplicated).
         """
-        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-        values = np.asarray(values, dtype=np.float64).reshape(-1)
-        if idx.shape != values.shape:
-            raise ValueError(
-                f"SumTree.update: {idx.shape[0]} indices but {values.shape[0]} values"
-            )
+        if check:
+            idx, values = _last_wins(idx, values, self.size)
         if idx.size == 0:
             return
-        if idx.min() < 0 or idx.max() >= self.size:
-            raise IndexError(f"SumTree.update: index out of range [0, {self.size})")
-        self._check_values(values)
-        # Keep the last occurrence of each index so the result does not depend
-        # on how numpy orders repeated fancy-index assignments.
-        rev_unique, rev_pos = np.unique(idx[::-1], return_index=True)
-        idx = rev_unique
-        values = values[::-1][rev_pos]
         self._levels[0][idx] = values
         nodes = idx
         for level in range(1, len(self._levels)):
@@ -244,3 +272,80 @@ class MaxTree(SumTree):
     def sample(self, u):
         """Not defined for a max tree."""
         raise TypeError("MaxTree has no sample(); use a SumTree")
+
+
+class FlatSum:
+    """The interface of :class:`SumTree` on a flat array, for small sizes.
+
+    :meth:`update` writes the leaves in O(B); :meth:`total` and :meth:`sample`
+    use a prefix sum rebuilt from the leaves after a change (O(N), from
+    scratch each time, so rounding never accumulates). A draw is the first
+    leaf whose prefix sum exceeds ``u * total``; a zero leaf adds nothing to
+    the prefix sum and is never drawn.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> flat = FlatSum(5, init=1.0)
+    >>> flat.update(np.array([3]), np.array([5.0]))
+    >>> flat.total()
+    9.0
+    >>> flat.sample(np.array([0.0, 0.4, 0.99])).tolist()
+    [0, 3, 4]
+    """
+
+    def __init__(self, size, init=1.0):
+        self.size, init = _check_size(size, init, "FlatSum")
+        self._leaves = np.full(self.size, init, dtype=np.float64)
+        self._prefix = None
+
+    @property
+    def values(self):
+        """Leaf values as a read-only view."""
+        return read_only(self._leaves)
+
+    def _cumulative(self):
+        if self._prefix is None:
+            self._prefix = np.cumsum(self._leaves)
+        return self._prefix
+
+    def total(self):
+        """Sum of all leaves (float)."""
+        return float(self._cumulative()[-1])
+
+    def set_all(self, values, check=True):
+        """Replace every leaf at once (see :meth:`SumTree.set_all`)."""
+        self._leaves[:] = _set_all_values(values, self.size, check)
+        self._prefix = None
+
+    def update(self, idx, values, check=True):
+        """Set the leaves ``idx`` to ``values`` (see :meth:`SumTree.update`)."""
+        if check:
+            idx, values = _last_wins(idx, values, self.size)
+        if idx.size:
+            self._leaves[idx] = values
+            self._prefix = None
+
+    def sample(self, u):
+        """Leaf indices drawn with probability value/total (see :meth:`SumTree.sample`)."""
+        u = np.asarray(u, dtype=np.float64)
+        prefix = self._cumulative()
+        total = float(prefix[-1])
+        if not total > 0:
+            raise ValueError("SumTree.sample: all leaves are zero")
+        node = np.searchsorted(prefix, u.reshape(-1) * total, side="right")
+        over = node >= self.size  # u * total rounded up to the total
+        if over.any():
+            node[over] = np.flatnonzero(self._leaves)[-1]
+        return node.reshape(u.shape)
+
+
+def weight_tree(size, init=1.0):
+    """A :class:`FlatSum` up to :data:`FLAT_MAX` leaves, else a :class:`SumTree`.
+
+    Example
+    -------
+    >>> type(weight_tree(10)).__name__, type(weight_tree(FLAT_MAX + 1)).__name__
+    ('FlatSum', 'SumTree')
+    """
+    return (FlatSum if int(size) <= FLAT_MAX else SumTree)(size, init=init)

@@ -1,10 +1,12 @@
-"""SumTree against a brute-force cumulative-sum reference."""
+"""SumTree and FlatSum against a brute-force cumulative-sum reference."""
 
 import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from hardmine.sumtree import SumTree
+from hardmine.sumtree import FLAT_MAX, FlatSum, SumTree, weight_tree
+
+KINDS = pytest.mark.parametrize("kind", [SumTree, FlatSum])
 
 
 def reference_pick(values, u):
@@ -21,10 +23,11 @@ def random_values(rng, n):
     return values
 
 
+@KINDS
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 8, 33, 1000, 1537])
-def test_random_updates_match_reference(size):
+def test_random_updates_match_reference(kind, size):
     rng = np.random.default_rng(size)
-    tree = SumTree(size, init=1.0)
+    tree = kind(size, init=1.0)
     mirror = np.ones(size)
     for _ in range(60):
         batch = int(rng.integers(1, 20))
@@ -67,10 +70,11 @@ def test_no_drift_after_many_updates():
         np.testing.assert_array_equal(mine, ref)
 
 
-def test_sampling_frequencies_chi_square():
+@KINDS
+def test_sampling_frequencies_chi_square(kind):
     rng = np.random.default_rng(3)
     values = np.array([0.0, 1.0, 2.5, 0.0, 7.0, 0.5, 3.0, 0.0, 1.0, 4.0, 2.0])
-    tree = SumTree(values.size, init=0.0)
+    tree = kind(values.size, init=0.0)
     tree.update(np.arange(values.size), values)
     draws = tree.sample(rng.random(200_000))
     counts = np.bincount(draws, minlength=values.size)
@@ -83,8 +87,9 @@ def test_sampling_frequencies_chi_square():
     assert chisquare(counts[live], flat).pvalue < 1e-12
 
 
-def test_huge_and_tiny_values():
-    tree = SumTree(4, init=1e-6)
+@KINDS
+def test_huge_and_tiny_values(kind):
+    tree = kind(4, init=1e-6)
     tree.update([2], [1e300])
     assert tree.total() == pytest.approx(1e300)
     draws = tree.sample(np.linspace(1e-3, 1, 1000, endpoint=False))
@@ -93,26 +98,29 @@ def test_huge_and_tiny_values():
     assert tree.sample(np.array([np.nextafter(1.0, 0.0)])).tolist() == [2]
 
 
-def test_zero_leaves_are_never_drawn_at_boundaries():
-    tree = SumTree(6, init=0.0)
+@KINDS
+def test_zero_leaves_are_never_drawn_at_boundaries(kind):
+    tree = kind(6, init=0.0)
     tree.update([1, 4], [1.0, 1.0])
     u = np.array([0.0, 0.5, np.nextafter(0.5, 0), np.nextafter(1.0, 0)])
     assert tree.sample(u).tolist() == [1, 4, 1, 4]
 
 
-def test_size_one_and_shape():
-    tree = SumTree(1, init=2.0)
+@KINDS
+def test_size_one_and_shape(kind):
+    tree = kind(1, init=2.0)
     assert tree.total() == 2.0
     assert tree.sample(np.zeros((2, 3))).shape == (2, 3)
     assert np.all(tree.sample(np.random.default_rng(0).random(50)) == 0)
 
 
-def test_bad_input():
+@KINDS
+def test_bad_input(kind):
     with pytest.raises(ValueError, match="size"):
-        SumTree(0)
+        kind(0)
     with pytest.raises(ValueError, match="init"):
-        SumTree(3, init=-1.0)
-    tree = SumTree(3)
+        kind(3, init=-1.0)
+    tree = kind(3)
     with pytest.raises(ValueError, match="finite"):
         tree.update([0], [np.nan])
     with pytest.raises(ValueError, match="finite"):
@@ -124,3 +132,35 @@ def test_bad_input():
     tree.update([0, 1, 2], [0.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="zero"):
         tree.sample([0.5])
+
+
+def test_flat_and_tree_draw_the_same_leaves():
+    # The loss table switches structure by size: the same numbers must give
+    # the same draws, so a run does not depend on which one it got.
+    rng = np.random.default_rng(11)
+    values = random_values(rng, 5000)
+    tree, flat = SumTree(values.size, init=0.0), FlatSum(values.size, init=0.0)
+    for structure in (tree, flat):
+        structure.set_all(values)
+    for _ in range(20):
+        idx = rng.integers(values.size, size=64)
+        new = random_values(rng, 64)
+        tree.update(idx, new)
+        flat.update(idx, new)
+        u = rng.random(512)
+        np.testing.assert_array_equal(tree.sample(u), flat.sample(u))
+        assert flat.total() == pytest.approx(tree.total(), rel=1e-12)
+
+
+def test_unchecked_update_writes_as_given():
+    for kind in (SumTree, FlatSum):
+        tree = kind(4, init=1.0)
+        tree.update(np.array([2, 0]), np.array([3.0, 0.0]), check=False)
+        assert tree.values.tolist() == [0.0, 1.0, 3.0, 1.0]
+        assert tree.total() == 5.0 and tree.sample(np.array([0.5])).tolist() == [2]
+
+
+def test_weight_tree_picks_by_size():
+    assert isinstance(weight_tree(FLAT_MAX), FlatSum)
+    assert isinstance(weight_tree(FLAT_MAX + 1), SumTree)
+    assert weight_tree(3, init=2.0).total() == 6.0
