@@ -32,6 +32,9 @@ draw for draw for the same seed):
 * ``score_decay`` ``d``: at each new epoch, the score of every observed example
   not observed in the epoch that ended moves a fraction ``d`` of the way to
   its pool's mean score.
+* ``reference`` (a CSV of ``ID, loss``): scores are the loss in excess of
+  each example's reference loss, the loss of a model that never trained on it
+  (reducible holdout loss, as in RHO-LOSS).
 * ``pool_alpha`` ``{pool: a_k}``: pool ``k`` draws with its own power ``a_k``
   instead of ``alpha`` (hard-negative mining: 0 for the keywords, 1 for the
   negatives).
@@ -74,8 +77,10 @@ The options, all on:
 ['is_beta', 'n_unseen', 'sharpness']
 """
 
+import csv
 import math
 import numbers
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -154,6 +159,11 @@ class ISBLSampler(BatchSamplerBase):
         Pool name -> list of column values.
     pool_mix : str, float or dict
         How often each pool is drawn (see above).
+    reference : str, optional
+        CSV file (``ID``, ``loss``) of a reference loss per training example:
+        scores become the loss in excess of it (see
+        :meth:`~hardmine.loss_table.LossPowerTable.set_reference`; the KWS
+        recipe writes one with ``isbl_reference_epochs``).
     pool_alpha : dict, optional
         Pool name -> its own loss power, replacing ``alpha`` there (pools not
         named keep ``alpha``). Hard-negative mining for keyword spotting is
@@ -219,6 +229,7 @@ class ISBLSampler(BatchSamplerBase):
         pool_mix="natural",
         *,
         pool_alpha=None,
+        reference=None,
         epoch_length=None,
         seed=1234,
         **options,
@@ -252,6 +263,9 @@ class ISBLSampler(BatchSamplerBase):
         self.pool_alpha = self._resolve_pool_alpha(pool_alpha)
         if self.pool_alpha is not None:
             self.table.set_pool_alpha(self.pool_alpha)
+        self.reference = None if reference is None else os.fspath(reference)
+        if self.reference is not None:
+            self.table.set_reference(read_reference(self.reference, self.ids))
 
     # ----------------------------------------------------------- config
     def _resolve_pools(self, dataset, pool_field, pools):
@@ -491,3 +505,37 @@ class ISBLSampler(BatchSamplerBase):
             }
             for i in top
         ]
+
+
+def read_reference(path, ids):
+    """Reference losses of ``ids`` from a CSV file with columns ``ID`` and ``loss``.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``reference``: a missing file or column, an example without a
+        loss, a loss that is not a finite number.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError("reference", f"{path!r} does not exist")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not {"ID", "loss"} <= set(reader.fieldnames or ()):
+            raise ConfigError(
+                "reference",
+                f"{path} needs the columns ID and loss, has {reader.fieldnames}",
+            )
+        given = {row["ID"]: row["loss"] for row in reader}
+    out = np.empty(len(ids), dtype=np.float64)
+    for i, name in enumerate(ids):
+        if name not in given:
+            raise ConfigError("reference", f"{path} has no loss for example {name!r}")
+        try:
+            out[i] = float(given[name])
+        except ValueError:
+            out[i] = math.nan
+        if not math.isfinite(out[i]):
+            raise ConfigError(
+                "reference", f"{path}: example {name!r} has loss {given[name]!r}"
+            )
+    return out

@@ -303,6 +303,8 @@ class LossPowerTable:
         self._local = np.empty(self.size, dtype=np.int64)
         #: Per-pool powers (:meth:`set_pool_alpha`); None: ``alpha`` everywhere.
         self._pool_alpha = None
+        #: Reference loss per example (:meth:`set_reference`), or None.
+        self._reference = None
         for members in self._members:
             self._local[members] = np.arange(members.shape[0])
 
@@ -573,6 +575,10 @@ class LossPowerTable:
                     f"{losses[i]}; 'identity' needs losses >= 0 "
                     "(use 'db_to_power' or 'exp' for signed losses)",
                 )
+        if self._reference is not None:
+            losses = losses - self._reference[indices]
+            if self.transform == "identity":
+                losses = np.maximum(losses, 0.0)  # NaN stays NaN
         hard = np.zeros_like(losses)
         hard[finite] = self._hardness(losses[finite])
 
@@ -779,6 +785,39 @@ class LossPowerTable:
                 )
         self._pool_alpha = powers
         self._rebuild()
+
+    def set_reference(self, losses):
+        """Score by the loss in excess of a reference loss per example.
+
+        From then on an observed loss ``l_i`` becomes ``l_i - r_i`` before the
+        transform (clipped at 0 with ``"identity"``): with ``r_i`` the loss of
+        a model that never trained on example ``i``, what is left is the part
+        of the loss that training can still remove (Mindermann et al.'s
+        reducible holdout loss). Mislabelled and unlearnable examples, for
+        which the reference is high too, stop attracting the draws. Scores
+        already held are kept; None switches it off.
+
+        Example
+        -------
+        >>> table = LossPowerTable(np.zeros(2, dtype=int), alpha=1.0, eps=1e-6)
+        >>> table.set_reference([0.5, 3.0])
+        >>> table.observe_indices(np.array([0, 1]), np.array([2.0, 2.5]))
+        >>> table.scores.tolist()
+        [1.5, 0.0]
+        """
+        if losses is not None:
+            losses = np.asarray(losses, dtype=np.float64).reshape(-1)
+            if losses.shape != (self.size,):
+                raise ValueError(
+                    f"need one reference loss per example ({self.size}), "
+                    f"got {losses.shape[0]}"
+                )
+            if not np.all(np.isfinite(losses)):
+                bad = int(np.flatnonzero(~np.isfinite(losses))[0])
+                raise ValueError(
+                    f"reference loss of example {self._name(bad)} is {losses[bad]}"
+                )
+        self._reference = losses
 
     def decay_stale(self, epoch_left):
         """Staleness: pull the scores not refreshed in ``epoch_left`` to their pool mean.

@@ -129,6 +129,7 @@ class SourceSampler(BatchSamplerBase):
         pools=None,
         pool_mix=None,
         pool_alpha=None,
+        reference=None,
         **options,
     ):
         if not getattr(dataset, "dynamic_mixing", False):
@@ -153,6 +154,12 @@ class SourceSampler(BatchSamplerBase):
                 "pool_mix",
                 "under dynamic mixing speakers are drawn in proportion to their "
                 f"sources; leave it {{}}, got {pool_mix!r}",
+            )
+        if reference is not None:
+            raise ConfigError(
+                "reference",
+                "reference losses name stored examples; under dynamic mixing every "
+                "mixture is new: leave it null",
             )
         if pool_alpha:
             raise ConfigError(

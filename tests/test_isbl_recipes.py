@@ -22,6 +22,7 @@ OPTIONS = {
     "score_decay": "0.0",
     "score_clip_quantile": "null",
     "persistent_visits": "3",
+    "pool_alpha": "{}",
 }
 
 

@@ -195,6 +195,7 @@ def test_rank_shards_cover_the_global_batch():
         ({"pools": {"x": ["a"]}}, "pools"),
         ({"pool_mix": "uniform"}, "pool_mix"),
         ({"pool_alpha": {"s1": 0.0}}, "pool_alpha"),
+        ({"reference": "reference_losses.csv"}, "reference"),
         ({"is_beta": 0.5}, "is_beta"),
         ({"alpha": -1.0}, "alpha"),
         ({"batch_size": 0}, "batch_size"),

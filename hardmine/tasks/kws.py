@@ -44,6 +44,7 @@ __all__ = [
     "dataio_prep",
     "ordered_labels",
     "keywords_of",
+    "log_posteriors",
     "read_clip",
 ]
 
@@ -395,6 +396,18 @@ def dataio_prep(hparams, data_folder):
     return datasets, label_encoder, keywords
 
 
+def log_posteriors(modules, wavs, lens):
+    """Log-posteriors ``[B, n_classes]``: Fbank, normalisation, x-vector, classifier.
+
+    ``modules`` has ``compute_features``, ``mean_var_norm``,
+    ``embedding_model`` and ``classifier`` (attributes or keys).
+    """
+    get = modules.__getitem__ if isinstance(modules, dict) else modules.__getattr__
+    feats = get("compute_features")(wavs)
+    feats = get("mean_var_norm")(feats, lens)
+    return get("classifier")(get("embedding_model")(feats, lens)).squeeze(1)
+
+
 class KWSBrain(HardMiningBrain):
     """Keyword classifier: Fbank -> x-vector embedding -> softmax classifier.
 
@@ -449,10 +462,7 @@ class KWSBrain(HardMiningBrain):
                     f"{wavs.shape[0]}; per-example losses need one output each "
                     "(no concat_original or parallel_augment)"
                 )
-        feats = self.modules.compute_features(wavs)
-        feats = self.modules.mean_var_norm(feats, lens)
-        embeddings = self.modules.embedding_model(feats, lens)
-        return self.modules.classifier(embeddings).squeeze(1)
+        return log_posteriors(self.modules, wavs, lens)
 
     def compute_objectives(self, predictions, batch, stage):
         """Negative log-likelihood of the true class, one per example."""

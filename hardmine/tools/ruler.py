@@ -97,6 +97,11 @@ KWS = Task(
         "--isbl_pool_alpha '{targets: 0.0, negatives: 1.0}' "
         "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
         "--isbl_score_clip_quantile 0.95",
+        # Reducible loss (RHO-LOSS style): two holdout copies of the model,
+        # 5 epochs each on half of the training set, give every clip a
+        # reference loss; ISBL draws by the loss in excess of it.
+        "isbl_reducible": "hparams/kws_isbl.yaml --isbl_reference_epochs 5 "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05",
         # Every class its own pool at its natural share: mining within a
         # class, the class priors of the data kept.
         "isbl_per_class": "hparams/kws_isbl.yaml --isbl_pool_field command "

@@ -33,6 +33,8 @@ from prepare_gsc import prepare_gsc  # noqa: E402
 
 from hardmine.synthetic.gsc import default_gsc  # noqa: E402
 from hardmine.tasks.kws import KWSBrain, dataio_prep  # noqa: E402
+from hardmine.tasks.kws_reference import write_reference_losses  # noqa: E402
+from hardmine.validation import ConfigError  # noqa: E402
 
 
 def main(argv):
@@ -67,6 +69,29 @@ def main(argv):
         },
     )
     datasets, label_encoder, keywords = dataio_prep(hparams, data_folder)
+
+    # Reference losses for the ISBL sampler (isbl_reference_epochs > 0):
+    # holdout copies of the model trained before the run, on the main process.
+    if hparams.get("isbl_reference_epochs", 0):
+        if str(hparams["sampler"]).lower() != "isbl":
+            raise ConfigError(
+                "isbl_reference_epochs",
+                f"reference losses feed the ISBL sampler; sampler is {hparams['sampler']!r}",
+            )
+        sb.utils.distributed.run_on_main(
+            write_reference_losses,
+            kwargs={
+                "path": hparams["isbl_reference_csv"],
+                "modules": hparams["modules"],
+                "opt_class": hparams["opt_class"],
+                "train_data": datasets["train"],
+                "epochs": hparams["isbl_reference_epochs"],
+                "folds": hparams["isbl_reference_folds"],
+                "seed": hparams["seed"],
+                "batch_size": hparams["batch_size"],
+                "device": run_opts.get("device", "cpu"),
+            },
+        )
 
     brain = KWSBrain(
         modules=hparams["modules"],
