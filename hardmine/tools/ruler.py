@@ -102,6 +102,22 @@ KWS = Task(
         # reference loss; ISBL draws by the loss in excess of it.
         "isbl_reducible": "hparams/kws_isbl.yaml --isbl_reference_epochs 5 "
         "--isbl_unseen_score max --isbl_uniform_mix 0.05",
+        # isbl_reducible with the excess as a ratio, exp(loss - reference),
+        # never clipped, and the draws held at 0.1 nats from uniform per pool.
+        "isbl_reducible_capacity": "hparams/kws_isbl.yaml --isbl_reference_epochs 5 "
+        "--isbl_transform exp --isbl_capacity 0.1 "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05",
+        # The same at 0.3 nats.
+        "isbl_reducible_capacity_03": "hparams/kws_isbl.yaml --isbl_reference_epochs 5 "
+        "--isbl_transform exp --isbl_capacity 0.3 "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05",
+        # isbl_hard_negatives with two negatives drawn per keyword (the data
+        # has 1.2): a controlled negative:positive ratio, as in Hou et al.
+        "isbl_hard_negatives_2to1": "hparams/kws_isbl.yaml "
+        "--isbl_pool_alpha '{targets: 0.0, negatives: 1.0}' "
+        "--isbl_pool_mix '{targets: 1.0, negatives: 2.0}' "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
+        "--isbl_score_clip_quantile 0.95",
         # Every class its own pool at its natural share: mining within a
         # class, the class priors of the data kept.
         "isbl_per_class": "hparams/kws_isbl.yaml --isbl_pool_field command "
@@ -111,6 +127,17 @@ KWS = Task(
         # rare keywords drawn about three times as often.
         "isbl_per_class_flat": "hparams/kws_isbl.yaml --isbl_pool_field command "
         "--isbl_pool_mix 0.5 --isbl_unseen_score max --isbl_uniform_mix 0.05 "
+        "--isbl_score_clip_quantile 0.95",
+        # The control of isbl_per_class_flat: the same class shares, uniform
+        # draws within each class (no loss in the draws at all).
+        "class_flat_uniform": "hparams/kws_isbl.yaml --isbl_pool_field command "
+        "--isbl_pool_mix 0.5 --isbl_alpha 0.0",
+        # isbl_per_class_flat with hard-negative mining: keywords uniform
+        # within their class, _unknown_ and _silence_ drawn by loss (power 1).
+        "isbl_flat_hard_negatives": "hparams/kws_isbl.yaml --isbl_pool_field command "
+        "--isbl_pool_mix 0.5 --isbl_alpha 0.0 "
+        "--isbl_pool_alpha '{_unknown_: 1.0, _silence_: 1.0}' "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
         "--isbl_score_clip_quantile 0.95",
     },
     epochs=5,
