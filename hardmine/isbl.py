@@ -336,6 +336,16 @@ class ISBLSampler(BatchSamplerBase):
                 raise ConfigError("pools", f"pool {name!r} has no examples")
         return pool_of, names
 
+    def _by_pool_name(self, field, mapping):
+        """``mapping`` with string keys, each one of the pools' names."""
+        unknown = [k for k in mapping if str(k) not in self.pool_names]
+        if unknown:
+            raise ConfigError(
+                field,
+                f"unknown pool {unknown[0]!r} (pools: {', '.join(self.pool_names)})",
+            )
+        return {str(k): v for k, v in mapping.items()}
+
     def _resolve_pool_alpha(self, pool_alpha):
         if pool_alpha is None or (isinstance(pool_alpha, Mapping) and not pool_alpha):
             return None  # {} (the YAML default): alpha in every pool
@@ -349,13 +359,7 @@ class ISBLSampler(BatchSamplerBase):
                 "cannot be combined with capacity (the controller tunes one "
                 "power for every pool)",
             )
-        unknown = [k for k in pool_alpha if str(k) not in self.pool_names]
-        if unknown:
-            raise ConfigError(
-                "pool_alpha",
-                f"unknown pool {unknown[0]!r} (pools: {', '.join(self.pool_names)})",
-            )
-        given = {str(k): v for k, v in pool_alpha.items()}
+        given = self._by_pool_name("pool_alpha", pool_alpha)
         powers = []
         for name in self.pool_names:
             power = check_number(
@@ -382,13 +386,7 @@ class ISBLSampler(BatchSamplerBase):
                     f"pool -> weight, got {pool_mix!r}",
                 )
         elif isinstance(pool_mix, Mapping):
-            unknown = [k for k in pool_mix if str(k) not in self.pool_names]
-            if unknown:
-                raise ConfigError(
-                    "pool_mix",
-                    f"unknown pool {unknown[0]!r} (pools: {', '.join(self.pool_names)})",
-                )
-            given = {str(k): v for k, v in pool_mix.items()}
+            given = self._by_pool_name("pool_mix", pool_mix)
             missing = [name for name in self.pool_names if name not in given]
             if missing:
                 raise ConfigError("pool_mix", f"no weight for pool {missing[0]!r}")

@@ -124,3 +124,21 @@ def padded_regressor_class():
             return ((predictions - batch.y.data) ** 2).mean(dim=1)
 
     return PaddedRegressor
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    """A tiny Speech Commands corpus: yes, no, up, and cat as the unknown word."""
+    from hardmine.synthetic.gsc import generate_gsc
+
+    root = tmp_path_factory.mktemp("kws") / "speech_commands"
+    return generate_gsc(
+        str(root),
+        words=("yes", "no", "up", "cat"),
+        n_speakers=5,
+        repetitions=2,
+        valid_speakers=1,
+        test_speakers=1,
+        background_seconds=12.0,
+        seed=7,
+    )

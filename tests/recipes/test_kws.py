@@ -20,7 +20,6 @@ from hyperpyyaml import load_hyperpyyaml
 from hardmine.catpow import CategoryDatasetPowerSampler
 from hardmine.isbl import ISBLSampler
 from hardmine.reweighting import SoftmaxReweighting
-from hardmine.synthetic.gsc import generate_gsc
 from hardmine.tasks.kws import dataio_prep, read_clip
 from hardmine.validation import ConfigError
 
@@ -31,21 +30,6 @@ VARIANTS = ("kws", "kws_isbl", "kws_class_bias", "kws_robust", "kws_catpow")
 # yes, no, up + _unknown_ (cat) + _silence_
 TINY_CLASSES = 5
 TINY_MODEL = KWS_TINY_MODEL
-
-
-@pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kws") / "speech_commands"
-    return generate_gsc(
-        str(root),
-        words=("yes", "no", "up", "cat"),
-        n_speakers=5,
-        repetitions=2,
-        valid_speakers=1,
-        test_speakers=1,
-        background_seconds=12.0,
-        seed=7,
-    )
 
 
 def _load(variant, tmp_path, corpus, overrides=None):

@@ -12,7 +12,6 @@ from hyperpyyaml import load_hyperpyyaml
 
 from hardmine.isbl import ISBLSampler, read_reference
 from hardmine.loss_table import LossPowerTable
-from hardmine.synthetic.gsc import generate_gsc
 from hardmine.tasks import kws_reference
 from hardmine.tasks.kws import dataio_prep
 from hardmine.validation import ConfigError
@@ -21,21 +20,6 @@ RECIPE = (
     pathlib.Path(__file__).resolve().parents[2] / "recipes/GoogleSpeechCommands/kws"
 )
 TINY_CLASSES = 5  # yes, no, up + _unknown_ (cat) + _silence_
-
-
-@pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kws_ref") / "speech_commands"
-    return generate_gsc(
-        str(root),
-        words=("yes", "no", "up", "cat"),
-        n_speakers=5,
-        repetitions=2,
-        valid_speakers=1,
-        test_speakers=1,
-        background_seconds=12.0,
-        seed=7,
-    )
 
 
 def _hparams(tmp_path, corpus, overrides=None):
@@ -164,16 +148,19 @@ def test_every_clip_is_scored_by_a_model_that_never_trained_on_it(
 
     monkeypatch.setattr(kws_reference, "_loader", spy)
     path = str(tmp_path / "ref" / "reference_losses.csv")
-    losses = kws_reference.write_reference_losses(
-        path,
-        hparams["modules"],
-        hparams["opt_class"],
-        train,
-        epochs=2,
-        folds=2,
-        seed=3,
-        batch_size=4,
-    )
+
+    def write(epochs):
+        return kws_reference.write_reference_losses(
+            path,
+            hparams["modules"],
+            hparams["opt_class"],
+            train,
+            epochs,
+            seed=3,
+            batch_size=4,
+        )
+
+    losses = write(2)
     # Per fold: 2 training loaders on the same examples, then one scoring loader.
     assert [s for s, _ in seen] == [True, True, False, True, True, False]
     for k in range(2):
@@ -192,27 +179,9 @@ def test_every_clip_is_scored_by_a_model_that_never_trained_on_it(
 
     # Same settings: kept, no training; other settings: rebuilt.
     seen.clear()
-    kws_reference.write_reference_losses(
-        path,
-        hparams["modules"],
-        hparams["opt_class"],
-        train,
-        epochs=2,
-        folds=2,
-        seed=3,
-        batch_size=4,
-    )
+    write(2)
     assert seen == []
-    kws_reference.write_reference_losses(
-        path,
-        hparams["modules"],
-        hparams["opt_class"],
-        train,
-        epochs=1,
-        folds=2,
-        seed=3,
-        batch_size=4,
-    )
+    write(1)
     assert len(seen) == 4
 
 
