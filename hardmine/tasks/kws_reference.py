@@ -90,17 +90,6 @@ def _batch_losses(modules, batch, device):
     return F.nll_loss(logp, targets, reduction="none")
 
 
-def _settings(epochs, folds, seed, batch_size, lr, n):
-    return {
-        "epochs": epochs,
-        "folds": folds,
-        "seed": seed,
-        "batch_size": batch_size,
-        "lr": lr,
-        "examples": n,
-    }
-
-
 def write_reference_losses(
     path,
     modules,
@@ -148,7 +137,14 @@ def write_reference_losses(
     """
     epochs = check_int("isbl_reference_epochs", epochs, minimum=1)
     ids = list(train_data.data_ids)
-    settings = _settings(epochs, folds, seed, batch_size, lr, len(ids))
+    settings = {
+        "epochs": epochs,
+        "folds": folds,
+        "seed": seed,
+        "batch_size": batch_size,
+        "lr": lr,
+        "examples": len(ids),
+    }
     meta = os.path.splitext(path)[0] + ".json"
     if os.path.isfile(path) and os.path.isfile(meta):
         with open(meta, encoding="utf-8") as f:
@@ -156,6 +152,7 @@ def write_reference_losses(
                 with open(path, newline="", encoding="utf-8") as g:
                     return {row["ID"]: float(row["loss"]) for row in csv.DictReader(g)}
     fold = folds_of(ids, folds, seed)
+    position = {name: i for i, name in enumerate(ids)}
     losses = np.full(len(ids), np.nan)
     rng_state = torch.get_rng_state()  # the run itself starts as without references
     for k in range(folds):
@@ -172,7 +169,6 @@ def write_reference_losses(
                 loss.backward()
                 optimizer.step()
         model.eval()
-        position = {name: i for i, name in enumerate(ids)}
         with torch.no_grad():
             for batch in _loader(train_data, held_idx, batch_size, False, seed):
                 values = _batch_losses(model, batch, device).cpu().numpy()
