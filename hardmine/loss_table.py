@@ -325,7 +325,7 @@ class LossPowerTable:
         self._streak = np.zeros(self.size, dtype=np.int64)
         self._hard = np.zeros(self.size, dtype=bool)
         self._threshold = np.full(self.n_pools, np.inf)
-        start = self._weights(np.ones(1), np.zeros(1, dtype=bool))[0]
+        start = 1.0 + self.eps  # the weight of the initial score 1.0, any power
         if self._explore:
             start = 0.0  # every example is unseen: its mass is the pool's unseen mass
         self._trees = [weight_tree(m.shape[0], init=start) for m in self._members]
@@ -511,9 +511,9 @@ class LossPowerTable:
         """The power of ``pool`` (an index or an array of them)."""
         return self.alpha if self._pool_alpha is None else self._pool_alpha[pool]
 
-    def _weights(self, scores, quarantined, power=None):
+    def _weights(self, scores, quarantined, power):
         with np.errstate(over="ignore"):
-            powered = np.power(scores, self.alpha if power is None else power)
+            powered = np.power(scores, power)
         powered = np.minimum(powered, MAX_WEIGHT)
         return np.where(quarantined, 0.0, powered) + self.eps
 
