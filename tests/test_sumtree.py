@@ -164,3 +164,20 @@ def test_weight_tree_picks_by_size():
     assert isinstance(weight_tree(FLAT_MAX), FlatSum)
     assert isinstance(weight_tree(FLAT_MAX + 1), SumTree)
     assert weight_tree(3, init=2.0).total() == 6.0
+
+
+@pytest.mark.parametrize("size", [1, 1000, FLAT_MAX])
+def test_flat_prefix_sum_adds_in_numpy_order(size):
+    # FlatSum's prefix sum (torch.cumsum) must equal numpy's sequential one
+    # bit for bit: the same u then draws the same leaf whichever is used.
+    rng = np.random.default_rng(size)
+    values = rng.random(size) ** 4 * 10.0 ** rng.integers(-6, 6, size)
+    flat = FlatSum(size)
+    flat.set_all(values)
+    expected = np.cumsum(values)
+    assert flat.total() == float(expected[-1])
+    u = rng.random(4096)
+    np.testing.assert_array_equal(
+        flat.sample(u),
+        np.minimum(np.searchsorted(expected, u * expected[-1], "right"), size - 1),
+    )
