@@ -396,6 +396,56 @@ def dataio_prep(hparams, data_folder):
     return datasets, label_encoder, keywords
 
 
+NORMS = ("batch", "layer")
+
+
+def set_norm(modules, norm):
+    """Choose the normalisation inside the x-vector network and its classifier.
+
+    ``"batch"`` keeps SpeechBrain's ``BatchNorm1d`` layers: statistics over
+    the batch, so training needs at least two examples per batch. ``"layer"``
+    swaps the normalisation each of them wraps for ``GroupNorm(1, C)``:
+    every example normalised over its own channels (and frames), the same at
+    any batch size, batch 1 included, and in training and evaluation alike.
+    Call it before the optimizer is made; the modules change in place.
+
+    Arguments
+    ---------
+    modules : dict of torch.nn.Module
+        The recipe's modules.
+    norm : str
+        ``"batch"`` or ``"layer"``.
+
+    Returns
+    -------
+    int
+        How many normalisation layers were swapped.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.Xvector import Classifier
+    >>> head = Classifier(input_shape=[None, None, 8], lin_neurons=8, out_neurons=3)
+    >>> set_norm({"classifier": head}, "layer")
+    2
+    >>> head(torch.randn(1, 1, 8)).shape  # one example trains too
+    torch.Size([1, 1, 3])
+    """
+    if norm not in NORMS:
+        raise ConfigError("norm", f"must be one of {', '.join(NORMS)}; got {norm!r}")
+    if norm == "batch":
+        return 0
+    swapped = 0
+    for module in modules.values():
+        for layer in module.modules():
+            if isinstance(layer, sb.nnet.normalization.BatchNorm1d):
+                batch_norm = layer.norm
+                layer.norm = torch.nn.GroupNorm(
+                    1, batch_norm.num_features, eps=batch_norm.eps, affine=True
+                )
+                swapped += 1
+    return swapped
+
+
 def log_posteriors(modules, wavs, lens):
     """Log-posteriors ``[B, n_classes]``: Fbank, normalisation, x-vector, classifier.
 

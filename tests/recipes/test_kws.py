@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import speechbrain as sb
+import torch
 import yaml
 from conftest import KWS_TINY_MODEL
 from hyperpyyaml import load_hyperpyyaml
@@ -20,7 +21,7 @@ from hyperpyyaml import load_hyperpyyaml
 from hardmine.catpow import CategoryDatasetPowerSampler
 from hardmine.isbl import ISBLSampler
 from hardmine.reweighting import SoftmaxReweighting
-from hardmine.tasks.kws import dataio_prep, read_clip
+from hardmine.tasks.kws import dataio_prep, log_posteriors, read_clip, set_norm
 from hardmine.validation import ConfigError
 
 RECIPE = (
@@ -245,7 +246,9 @@ def _train_module():
     return module
 
 
-def _run(variant, out, corpus, epochs=2, n_classes=TINY_CLASSES, extra=()):
+def _run(
+    variant, out, corpus, epochs=2, n_classes=TINY_CLASSES, extra=(), model=TINY_MODEL
+):
     """Run the recipe's main() in this process (saves the interpreter start-up)."""
     argv = [
         str(RECIPE / "hparams" / f"{variant}.yaml"),
@@ -255,7 +258,7 @@ def _run(variant, out, corpus, epochs=2, n_classes=TINY_CLASSES, extra=()):
         str(epochs),
         "--n_classes",
         str(n_classes),
-        *TINY_MODEL,
+        *model,
         *extra,
     ]
     if corpus is not None:
@@ -393,3 +396,56 @@ def test_recipe_runs_out_of_the_box_on_the_embedded_default(tmp_path, monkeypatc
     summary = json.loads((out / "test_summary.json").read_text())
     assert summary["n_examples"] == len(_rows(out / "save" / "test.csv")) > 0
     assert len(summary["classes"]) == 12
+
+
+def test_layer_norm_makes_each_example_independent_of_its_batch(tmp_path, tiny_corpus):
+    hparams = _load("kws", tmp_path, tiny_corpus, {"norm": "layer"})
+    modules = hparams["modules"]
+    n_batch_norms = sum(
+        isinstance(m, sb.nnet.normalization.BatchNorm1d)
+        for module in modules.values()
+        for m in module.modules()
+    )
+    assert set_norm(modules, "layer") == n_batch_norms > 0
+    assert not any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        for module in modules.values()
+        for m in module.modules()
+    )
+    for module in modules.values():
+        module.train()
+    wavs = torch.randn(3, 16000, generator=torch.Generator().manual_seed(0))
+    lens = torch.ones(3)
+    together = log_posteriors(modules, wavs, lens)
+    alone = log_posteriors(modules, wavs[:1], lens[:1])  # batch 1 trains
+    torch.testing.assert_close(alone[0], together[0], rtol=1e-5, atol=1e-5)
+    # SpeechBrain's BatchNorm would mix the batch into every output:
+    batch_norm = _load("kws", tmp_path, tiny_corpus)["modules"]
+    for module in batch_norm.values():
+        module.train()
+    assert not torch.allclose(
+        log_posteriors(batch_norm, wavs[:2], lens[:2])[0],
+        log_posteriors(batch_norm, wavs, lens)[0],
+    )
+
+
+def test_bad_norm_is_refused(tmp_path, tiny_corpus):
+    hparams = _load("kws", tmp_path, tiny_corpus)
+    with pytest.raises(
+        ConfigError, match=r"^norm: must be one of batch, layer; got 'group'"
+    ):
+        set_norm(hparams["modules"], "group")
+
+
+@pytest.mark.slow
+def test_recipe_trains_at_batch_one_with_layer_norm(tmp_path, tiny_corpus):
+    out = tmp_path / "out"
+    at = TINY_MODEL.index("--batch_size")
+    model = TINY_MODEL[:at] + ["--batch_size", "1"] + TINY_MODEL[at + 2 :]
+    extra = ["--norm", "layer", "--reweight_partition", "ema"]
+    _run("kws_robust", out, tiny_corpus, epochs=1, extra=extra, model=model)
+    stats = json.loads((out / "mining_stats.jsonl").read_text().splitlines()[-1])
+    n_train = len(_rows(out / "save" / "train.csv"))
+    assert stats["batches"] == stats["examples"] == n_train
+    summary = json.loads((out / "test_summary.json").read_text())
+    assert summary["n_examples"] > 0 and 0.0 <= summary["accuracy"] <= 1.0

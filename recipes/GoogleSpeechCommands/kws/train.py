@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from prepare_gsc import prepare_gsc  # noqa: E402
 
 from hardmine.synthetic.gsc import default_gsc  # noqa: E402
-from hardmine.tasks.kws import KWSBrain, dataio_prep  # noqa: E402
+from hardmine.tasks.kws import KWSBrain, dataio_prep, set_norm  # noqa: E402
 from hardmine.tasks.kws_reference import write_reference_losses  # noqa: E402
 from hardmine.validation import ConfigError  # noqa: E402
 
@@ -42,6 +42,7 @@ def main(argv):
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
+    set_norm(hparams["modules"], hparams["norm"])  # batch | layer
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
