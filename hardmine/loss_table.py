@@ -37,10 +37,8 @@ unchanged, draw for draw):
   (``"initial"``). Unseen examples are kept out of the pool's sum tree; the
   pool holds an unseen mass ``n_unseen * (s_u ** alpha + eps)`` next to it, a
   draw lands in it with probability ``mass / (tree total + mass)`` and then
-  picks one of the pool's unseen examples uniformly, from an indexable list
-  that loses its observed examples by swap-removal. ``s_u`` comes from a max
-  tree or a sum tree over the scored examples, so nothing costs O(N) per
-  batch.
+  picks one of the pool's unseen examples uniformly. :mod:`hardmine.unseen`
+  keeps the unseen lists and ``s_u``: nothing costs O(N) per batch.
 * **Uniform mix** (``uniform_mix`` ``lambda`` in [0, 1)): a draw from pool
   ``C_k`` follows ``(1 - lambda) * P(i | C_k) + lambda / |C_k|``.
 * **Staleness** (``score_decay`` ``d`` in [0, 1]): :meth:`LossPowerTable.decay_stale`,
@@ -49,17 +47,13 @@ unchanged, draw for draw):
   mean score of its pool's scored examples (means taken before the move):
   ``L <- L + d * (mean_k - L)``. O(N) once per epoch.
 * **Noise guard** (``score_clip_quantile`` ``q`` in (0, 1) with
-  ``persistent_visits`` ``k``): :meth:`LossPowerTable.refresh_guard` sets each
-  pool's threshold ``t_k`` to the ``q``-quantile of its scored examples'
-  scores (numpy's linear interpolation; ``inf`` below 2 scored examples, so
-  nothing is flagged before the first refresh). A visit whose score-to-be
-  (the loss after the transform) is above ``t_k`` extends the example's
-  streak, any other finite visit resets it; a non-finite visit leaves it.
-  An example whose streak is at least ``k`` is *persistently hard*
-  (:attr:`LossPowerTable.persistently_hard`) and its score is capped at
-  ``t_k`` (after the moving average), also when a refresh lowers ``t_k``.
-  Mislabelled or corrupt examples keep a high loss however long the model
-  trains; capped, they stop drawing ever more of the batches.
+  ``persistent_visits`` ``k``, :mod:`hardmine.noise_guard`): an example whose
+  score-to-be stays above its pool's ``q``-quantile (refreshed by
+  :meth:`LossPowerTable.refresh_guard`) for ``k`` visits in a row is
+  *persistently hard* (:attr:`LossPowerTable.persistently_hard`) and its
+  score is capped at that quantile. Mislabelled or corrupt examples keep a
+  high loss however long the model trains; capped, they stop drawing ever
+  more of the batches.
 
 Example
 -------
@@ -88,7 +82,9 @@ import math
 
 import numpy as np
 
-from hardmine.sumtree import MaxTree, SumTree, read_only, weight_tree
+from hardmine.noise_guard import NoiseGuard
+from hardmine.sumtree import read_only, weight_tree
+from hardmine.unseen import UnseenExamples
 from hardmine.validation import ConfigError, check_choice, check_int, check_number
 
 __all__ = [
@@ -322,25 +318,19 @@ class LossPowerTable:
         #: Epoch stamped on observations (set by the sampler at each epoch).
         self.epoch = 0
         self._last_observed = np.full(self.size, -1, dtype=np.int64)
-        self._streak = np.zeros(self.size, dtype=np.int64)
-        self._hard = np.zeros(self.size, dtype=bool)
-        self._threshold = np.full(self.n_pools, np.inf)
+        self._guard = NoiseGuard(
+            self.size, self.n_pools, self.score_clip_quantile, self.persistent_visits
+        )
         start = 1.0 + self.eps  # the weight of the initial score 1.0, any power
         if self._explore:
             start = 0.0  # every example is unseen: its mass is the pool's unseen mass
         self._trees = [weight_tree(m.shape[0], init=start) for m in self._members]
-        if self._explore:
-            score_tree = MaxTree if self.unseen_score == "max" else SumTree
-            # Per pool, the local indices of its unseen examples come first in
-            # _unseen_list (in removal order), _unseen_pos maps a local index
-            # to its position there (-1 once seen).
-            self._unseen_list = [np.arange(m.shape[0]) for m in self._members]
-            self._unseen_pos = [np.arange(m.shape[0]) for m in self._members]
-            self._n_unseen = self.pool_sizes.copy()
-            self._score_trees = [
-                score_tree(m.shape[0], init=0.0) for m in self._members
-            ]
-            self._n_scored = np.zeros(self.n_pools, dtype=np.int64)
+        #: Unseen examples and their score (exploration), or None.
+        self._unseen = (
+            UnseenExamples(self.pool_sizes, self.unseen_score)
+            if self._explore
+            else None
+        )
 
     # ------------------------------------------------------------------ views
     @property
@@ -362,9 +352,7 @@ class LossPowerTable:
         if self._pool_alpha is not None:
             h.update(self._pool_alpha.tobytes())
         h.update(np.ascontiguousarray(self._last_observed).tobytes())
-        h.update(np.ascontiguousarray(self._streak).tobytes())
-        h.update(np.ascontiguousarray(self._hard).tobytes())
-        h.update(np.ascontiguousarray(self._threshold).tobytes())
+        self._guard.fingerprint(h)
         return h.hexdigest()[:16]
 
     @property
@@ -395,12 +383,12 @@ class LossPowerTable:
     @property
     def persistently_hard(self):
         """Boolean mask of the noise guard's persistently hard examples (read-only)."""
-        return read_only(self._hard)
+        return read_only(self._guard.flagged)
 
     @property
     def clip_thresholds(self):
         """The noise guard's threshold ``t_k`` of each pool (``inf`` = none yet)."""
-        return read_only(self._threshold)
+        return read_only(self._guard.threshold)
 
     @property
     def pool_sizes(self):
@@ -425,11 +413,7 @@ class LossPowerTable:
         the pool has no scored example, else the largest or mean score of the
         pool's scored (seen, not quarantined) examples.
         """
-        score = 1.0
-        if self._explore and self._n_scored[pool] > 0:
-            score = self._score_trees[pool].total()
-            if self.unseen_score == "mean":
-                score /= float(self._n_scored[pool])
+        score = self._unseen.score(pool) if self._explore else 1.0
         try:
             powered = score ** self._power(pool)
         except OverflowError:
@@ -437,7 +421,7 @@ class LossPowerTable:
         return min(powered, MAX_WEIGHT) + self.eps
 
     def _unseen_mass(self, pool):
-        return float(self._n_unseen[pool]) * self.unseen_weight(pool)
+        return float(self._unseen.count[pool]) * self.unseen_weight(pool)
 
     def probabilities(self, pool):
         """Exact draw probability of each member of ``pool`` within the pool.
@@ -449,7 +433,7 @@ class LossPowerTable:
         """
         weights = np.array(self._trees[pool].values)
         if self._explore:
-            weights[self._unseen_pos[pool] >= 0] = self.unseen_weight(pool)
+            weights[self._unseen.mask(pool)] = self.unseen_weight(pool)
         probs = weights / weights.sum()
         if self.uniform_mix:
             probs = (1.0 - self.uniform_mix) * probs + self.uniform_mix / probs.shape[0]
@@ -473,9 +457,8 @@ class LossPowerTable:
             total = tree.total()
             if self._explore:
                 w_u = self.unseen_weight(pool)
-                unseen = self._unseen_pos[pool][local] >= 0
-                values = np.where(unseen, w_u, values)
-                total += float(self._n_unseen[pool]) * w_u
+                values = np.where(self._unseen.is_unseen(pool, local), w_u, values)
+                total += float(self._unseen.count[pool]) * w_u
             probs = values / total
             if self.uniform_mix:
                 size = self._members[pool].shape[0]
@@ -616,8 +599,9 @@ class LossPowerTable:
             m = self.momentum
             blended = m * self._scores[idx] + (1.0 - m) * hard
             new_scores = np.where(mix, np.minimum(blended, _MAX_SCORE), hard)
-        if self.score_clip_quantile is not None:
-            new_scores = self._guard(idx, hard, finite, new_scores)
+        pools = self.pool_of[idx]
+        if self._guard.active:
+            new_scores = self._guard.visit(idx, pools, hard, finite, new_scores)
         new_scores[~finite] = 0.0
         self._scores[idx] = new_scores
         self._quarantined[idx] = ~finite
@@ -626,7 +610,6 @@ class LossPowerTable:
         self._n_quarantined += int(np.count_nonzero(~finite)) - int(
             np.count_nonzero(was_quarantined)
         )
-        pools = self.pool_of[idx]
         weights = self._weights(new_scores, ~finite, self._power(pools))
         if self.n_pools == 1:
             self._trees[0].update(self._local[idx], weights, check=False)
@@ -640,49 +623,12 @@ class LossPowerTable:
             scored = np.where(finite, new_scores, 0.0)
             change = finite.astype(np.int64) - was_scored
             if self.n_pools == 1:
-                self._explore_update(0, self._local[idx], scored, change)
+                self._unseen.observed(0, self._local[idx], scored, change)
             else:
                 for pool in np.unique(pools):
                     sel = pools == pool
                     local = self._local[idx[sel]]
-                    self._explore_update(pool, local, scored[sel], change[sel])
-
-    def _explore_update(self, pool, local, scored, change):
-        """Observed examples leave the unseen list; their scores enter the pool's."""
-        self._score_trees[pool].update(local, scored)
-        self._n_scored[pool] += int(change.sum())
-        leaving = local[self._unseen_pos[pool][local] >= 0]
-        if leaving.size:
-            self._unseen_remove(pool, leaving)
-
-    def _unseen_remove(self, pool, local):
-        """Swap-remove the distinct unseen examples ``local`` from the pool's list.
-
-        The unseen examples in the tail that the shorter list no longer
-        covers move, in list order, into the vacated positions in front of
-        it, in increasing order: O(len(local)), and the same on every rank.
-        """
-        order, position = self._unseen_list[pool], self._unseen_pos[pool]
-        count = int(self._n_unseen[pool])
-        new_count = count - local.shape[0]
-        vacated = position[local]
-        position[local] = -1
-        tail = order[new_count:count]
-        movers = tail[position[tail] >= 0]
-        holes = np.sort(vacated[vacated < new_count])
-        order[holes] = movers
-        position[movers] = holes
-        self._n_unseen[pool] = new_count
-
-    def _guard(self, idx, hard, finite, new_scores):
-        """Noise guard: streaks above the pool threshold, flags, capped scores."""
-        threshold = self._threshold[self.pool_of[idx]]
-        streak = self._streak[idx]
-        streak = np.where(finite, np.where(hard > threshold, streak + 1, 0), streak)
-        flagged = np.where(finite, streak >= self.persistent_visits, self._hard[idx])
-        self._streak[idx] = streak
-        self._hard[idx] = flagged
-        return np.where(finite & flagged, np.minimum(new_scores, threshold), new_scores)
+                    self._unseen.observed(pool, local, scored[sel], change[sel])
 
     def _rescore(self, idx, scores):
         """Set the scores of distinct scored (seen, not quarantined) examples."""
@@ -695,7 +641,7 @@ class LossPowerTable:
                 scored = self._seen & ~self._quarantined
                 values = np.where(scored, self._scores, 0.0)
                 for pool, members in enumerate(self._members):
-                    self._score_trees[pool].set_all(values[members])
+                    self._unseen.set_all_scores(pool, values[members])
             return
         pools = self.pool_of[idx]
         weights = self._weights(
@@ -706,7 +652,7 @@ class LossPowerTable:
             local = self._local[idx[sel]]
             self._trees[pool].update(local, weights[sel])
             if self._explore:
-                self._score_trees[pool].update(local, scores[sel])
+                self._unseen.set_scores(pool, local, scores[sel])
 
     def _rebuild(self):
         """Rebuild the weight trees from the scores in O(N)."""
@@ -720,33 +666,14 @@ class LossPowerTable:
             self._trees[pool].set_all(weights[members], check=False)
 
     def _rebuild_explore(self, order=None):
-        """Rebuild the unseen lists and the scored examples' trees in O(N).
-
-        ``order``: the saved concatenation of the pools' unseen lists; used
-        when its heads hold exactly the unseen examples, else each list
-        takes its unseen examples in increasing order.
-        """
-        unseen = self.unseen
-        scored = self._seen & ~self._quarantined
-        scored_values = np.where(scored, self._scores, 0.0)
-        start = 0
-        for pool, members in enumerate(self._members):
-            size = members.shape[0]
-            mask = unseen[members]
-            count = int(np.count_nonzero(mask))
-            listed = None if order is None else order[start : start + size]
-            start += size
-            if listed is None or not np.array_equal(
-                np.sort(listed[:count]), np.flatnonzero(mask)
-            ):
-                listed = np.concatenate([np.flatnonzero(mask), np.flatnonzero(~mask)])
-            self._unseen_list[pool] = np.asarray(listed, dtype=np.int64).copy()
-            position = np.full(size, -1, dtype=np.int64)
-            position[self._unseen_list[pool][:count]] = np.arange(count)
-            self._unseen_pos[pool] = position
-            self._n_unseen[pool] = count
-            self._score_trees[pool].set_all(scored_values[members])
-            self._n_scored[pool] = int(np.count_nonzero(scored[members]))
+        """Rebuild the unseen lists and the scored examples' trees in O(N)."""
+        unseen, scored = self.unseen, self._seen & ~self._quarantined
+        self._unseen.rebuild(
+            [unseen[m] for m in self._members],
+            [scored[m] for m in self._members],
+            [self._scores[m] for m in self._members],
+            order,
+        )
 
     def set_alpha(self, alpha):
         """Change the power ``alpha`` and re-weight every example (O(N))."""
@@ -857,12 +784,7 @@ class LossPowerTable:
         means = sums / np.maximum(counts, 1)
         old = self._scores[stale]
         new = old + self.score_decay * (means[self.pool_of[stale]] - old)
-        if self.score_clip_quantile is not None:
-            hard = self._hard[stale]
-            new = np.where(
-                hard, np.minimum(new, self._threshold[self.pool_of[stale]]), new
-            )
-        self._rescore(stale, new)
+        self._rescore(stale, self._guard.cap(stale, self.pool_of[stale], new))
         return int(stale.size)
 
     def refresh_guard(self):
@@ -872,19 +794,12 @@ class LossPowerTable:
         scored examples of pool ``k`` (``inf`` with fewer than 2). O(N); a
         no-op when the guard is off.
         """
-        if self.score_clip_quantile is None:
+        if not self._guard.active:
             return
         scored = self._seen & ~self._quarantined
-        for pool, members in enumerate(self._members):
-            values = self._scores[members[scored[members]]]
-            self._threshold[pool] = (
-                float(np.quantile(values, self.score_clip_quantile))
-                if values.shape[0] >= 2
-                else np.inf
-            )
-        limit = self._threshold[self.pool_of]
-        over = np.flatnonzero(self._hard & scored & (self._scores > limit))
-        self._rescore(over, limit[over])
+        over = self._guard.refresh(self._scores, scored, self.pool_of, self._members)
+        if over is not None:
+            self._rescore(over, self._guard.threshold[self.pool_of[over]])
 
     # ------------------------------------------------------------------ draws
     def draw(self, pool_ids, rng):
@@ -939,7 +854,7 @@ class LossPowerTable:
         if not self._explore:
             return tree.sample(u)
         in_tree = tree.total()
-        n_unseen = int(self._n_unseen[pool])
+        n_unseen = int(self._unseen.count[pool])
         if n_unseen == 0:
             return tree.sample(u)
         mass = n_unseen * self.unseen_weight(pool)
@@ -952,8 +867,7 @@ class LossPowerTable:
         if rest.any():
             # Uniform among the pool's unseen examples.
             share = np.clip((target[rest] - in_tree) / mass, 0.0, _BELOW_ONE)
-            slot = np.minimum((share * n_unseen).astype(np.int64), n_unseen - 1)
-            local[rest] = self._unseen_list[pool][slot]
+            local[rest] = self._unseen.slot(pool, share)
         return local
 
     # ------------------------------------------------------------ persistence
@@ -964,12 +878,8 @@ class LossPowerTable:
             "quarantined": self._quarantined.copy(),
             "seen": self._seen.copy(),
             "last_observed": self._last_observed.copy(),
-            "streak": self._streak.copy(),
-            "persistently_hard": self._hard.copy(),
-            "clip_threshold": self._threshold.copy(),
-            "unseen_order": (
-                np.concatenate(self._unseen_list) if self._explore else None
-            ),
+            **self._guard.state(),
+            "unseen_order": self._unseen.order() if self._explore else None,
             "n_observations": self.n_observations,
             "size": self.size,
             "pool_checksum": _pool_checksum(self.pool_of),
@@ -1005,18 +915,7 @@ class LossPowerTable:
         if last is None:
             last = np.where(self._seen | quarantined, self.epoch, -1)
         self._last_observed[:] = np.asarray(last, dtype=np.int64).reshape(self.size)
-        streak = state.get("streak")
-        self._streak[:] = 0 if streak is None else np.asarray(streak).reshape(self.size)
-        hard = state.get("persistently_hard")
-        self._hard[:] = (
-            False if hard is None else np.asarray(hard, dtype=bool).reshape(self.size)
-        )
-        threshold = state.get("clip_threshold")
-        self._threshold[:] = (
-            np.inf
-            if threshold is None
-            else np.asarray(threshold, dtype=np.float64).reshape(self.n_pools)
-        )
+        self._guard.load(state)
         self._n_quarantined = int(np.count_nonzero(quarantined))
         self.n_observations = int(state["n_observations"])
         self._rebuild()

@@ -230,11 +230,12 @@ def test_unseen_lists_hold_exactly_the_unseen_examples_and_survive_a_reload():
         losses[rng.random(idx.size) < 0.05] = np.nan
         table.observe_indices(idx, losses)
         for k in range(3):
-            count = int(table._n_unseen[k])
-            head = table._unseen_list[k][:count]
+            unseen = table._unseen  # hardmine.unseen.UnseenExamples
+            count = int(unseen.count[k])
+            head = unseen._list[k][:count]
             unseen_local = np.flatnonzero(np.asarray(table.unseen)[table.members(k)])
             np.testing.assert_array_equal(np.sort(head), unseen_local)
-            np.testing.assert_array_equal(table._unseen_pos[k][head], np.arange(count))
+            np.testing.assert_array_equal(unseen._pos[k][head], np.arange(count))
     assert 0 < table.unseen.sum() < 300
     # A reload keeps the lists' order, so the draws go on unchanged.
     other = LossPowerTable(pool_of, unseen_score="mean")

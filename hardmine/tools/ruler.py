@@ -102,6 +102,17 @@ KWS = Task(
         # reference loss; ISBL draws by the loss in excess of it.
         "isbl_reducible": "hparams/kws_isbl.yaml --isbl_reference_epochs 5 "
         "--isbl_unseen_score max --isbl_uniform_mix 0.05",
+        # isbl_hard_negatives with the negatives' loss power at 2: the draws
+        # among _unknown_ and _silence_ concentrated further on the hard ones.
+        "isbl_hard_negatives_a2": "hparams/kws_isbl.yaml "
+        "--isbl_pool_alpha '{targets: 0.0, negatives: 2.0}' "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
+        "--isbl_score_clip_quantile 0.95",
+        # isbl_guarded with staleness: each epoch, a score not refreshed in
+        # the epoch that ended moves half way to its pool's mean score.
+        "isbl_decay": "hparams/kws_isbl.yaml --isbl_unseen_score max "
+        "--isbl_uniform_mix 0.05 --isbl_score_clip_quantile 0.95 "
+        "--isbl_score_decay 0.5",
         # isbl_reducible with the excess as a ratio, exp(loss - reference),
         # never clipped, and the draws held at 0.1 nats from uniform per pool.
         "isbl_reducible_capacity": "hparams/kws_isbl.yaml --isbl_reference_epochs 5 "
