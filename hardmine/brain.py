@@ -367,6 +367,16 @@ class HardMiningBrain(sb.Brain):
             return losses[~bad].mean()
         return self._training_loss(losses, batch, bad, entries)
 
+    def mining_scores(self, losses):
+        """What the sampler records for the examples of a training batch.
+
+        ``losses``: their detached losses ``[B]``, returned as they are. A
+        recipe may override this to hand the sampler another hardness
+        (:class:`~hardmine.tasks.kws.KWSBrain`: how near a negative comes to a
+        false alarm); examples with bad audio are marked after it.
+        """
+        return losses
+
     def _bad_audio_mask(self, batch, losses, stage):
         problems = getattr(batch, AUDIO_PROBLEM_FIELD, None)
         if problems is None:
@@ -403,7 +413,8 @@ class HardMiningBrain(sb.Brain):
         detached = losses.detach().float()
         importance = None
         if self.live_sampler is not None:
-            self.live_sampler.observe(ids, detached.masked_fill(bad, float("nan")))
+            scores = self.mining_scores(detached)
+            self.live_sampler.observe(ids, scores.masked_fill(bad, float("nan")))
             # The sampler's importance weights of these slots (is_beta), or None.
             get_weights = getattr(self.live_sampler, "batch_weights", None)
             importance = None if get_weights is None else get_weights(ids)

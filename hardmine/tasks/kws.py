@@ -35,7 +35,7 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 
 from hardmine.brain import AUDIO_PROBLEM_FIELD, HardMiningBrain
 from hardmine.tasks.kws_metrics import KWSResults
-from hardmine.validation import ConfigError, check_int, check_number
+from hardmine.validation import ConfigError, check_choice, check_int, check_number
 
 __all__ = [
     "KWSBrain",
@@ -446,6 +446,37 @@ def set_norm(modules, norm):
     return swapped
 
 
+#: What the sampler records for a negative (``negative_hardness``).
+NEGATIVE_HARDNESS = ("loss", "false_alarm")
+
+#: Largest keyword posterior a false-alarm score takes in (about 13.8 nats).
+_FA_CAP = 1.0 - 1e-6
+
+
+def false_alarm_scores(log_probs, targets, n_keywords, losses):
+    """Hardness of each example for a sampler that mines false alarms.
+
+    A keyword example (class index below ``n_keywords``: the label encoder
+    lists the keywords first) keeps its loss. A negative one (``_silence_``,
+    ``_unknown_``) scores ``-log(1 - max_k p_k)`` over the keyword classes
+    ``k``: near 0 while no keyword is likely, large when the clip would
+    fire a keyword at a high threshold, which is what a false alarm at a low
+    false-alarm rate is. Its own loss also grows when a negative is taken
+    for the other negative class, which raises no alarm; this score does not.
+
+    Example
+    -------
+    >>> lp = torch.tensor([[0.7, 0.1, 0.2], [0.1, 0.1, 0.8], [0.05, 0.05, 0.9]]).log()
+    >>> scores = false_alarm_scores(lp, torch.tensor([0, 2, 2]), 2, torch.full((3,), 9.0))
+    >>> [round(x, 3) for x in scores.tolist()]  # a keyword, then two negatives
+    [9.0, 0.105, 0.051]
+    """
+    p_keyword = log_probs[:, :n_keywords].exp().max(dim=1).values.double()
+    scores = -torch.log1p(-p_keyword.clamp(max=_FA_CAP))
+    negative = targets >= n_keywords
+    return torch.where(negative, scores.to(losses.dtype), losses)
+
+
 def log_posteriors(modules, wavs, lens):
     """Log-posteriors ``[B, n_classes]``: Fbank, normalisation, x-vector, classifier.
 
@@ -499,6 +530,21 @@ class KWSBrain(HardMiningBrain):
     label_encoder = None
     keywords = None
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.negative_hardness = check_choice(
+            "negative_hardness",
+            getattr(self.hparams, "negative_hardness", "loss"),
+            NEGATIVE_HARDNESS,
+        )
+        self._batch_scores = None
+
+    def mining_scores(self, losses):
+        """The loss, or with ``negative_hardness: false_alarm`` the negatives'
+        false-alarm scores (:func:`false_alarm_scores`)."""
+        scores, self._batch_scores = self._batch_scores, None
+        return losses if scores is None else scores
+
     def compute_forward(self, batch, stage):
         """Log-posteriors ``[B, n_classes]`` of a batch."""
         batch = batch.to(self.device)
@@ -518,6 +564,12 @@ class KWSBrain(HardMiningBrain):
         """Negative log-likelihood of the true class, one per example."""
         targets = batch.command_encoded.data.reshape(-1).to(predictions.device)
         losses = F.nll_loss(predictions, targets, reduction="none")
+        if stage == sb.Stage.TRAIN and self.negative_hardness == "false_alarm":
+            if self.keywords is None:
+                raise RuntimeError("set brain.keywords first")
+            self._batch_scores = false_alarm_scores(
+                predictions.detach(), targets, len(self.keywords), losses.detach()
+            )
         if stage != sb.Stage.TRAIN and self.results is not None:
             problems = getattr(batch, AUDIO_PROBLEM_FIELD, None) or [""] * len(batch.id)
             keep = [i for i, p in enumerate(problems) if not p]

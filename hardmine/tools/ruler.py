@@ -108,6 +108,12 @@ KWS = Task(
         "--isbl_pool_alpha '{targets: 0.0, negatives: 2.0}' "
         "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
         "--isbl_score_clip_quantile 0.95",
+        # isbl_hard_negatives scoring a negative by how near it comes to a
+        # false alarm, -log(1 - largest keyword posterior), not by its loss.
+        "isbl_fa_negatives": "hparams/kws_isbl.yaml --negative_hardness false_alarm "
+        "--isbl_pool_alpha '{targets: 0.0, negatives: 1.0}' "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
+        "--isbl_score_clip_quantile 0.95",
         # isbl_guarded with staleness: each epoch, a score not refreshed in
         # the epoch that ended moves half way to its pool's mean score.
         "isbl_decay": "hparams/kws_isbl.yaml --isbl_unseen_score max "

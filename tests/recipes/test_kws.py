@@ -449,3 +449,21 @@ def test_recipe_trains_at_batch_one_with_layer_norm(tmp_path, tiny_corpus):
     assert stats["batches"] == stats["examples"] == n_train
     summary = json.loads((out / "test_summary.json").read_text())
     assert summary["n_examples"] > 0 and 0.0 <= summary["accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_recipe_mines_negatives_by_false_alarms(tmp_path, tiny_corpus):
+    out = tmp_path / "out"
+    extra = [
+        "--negative_hardness",
+        "false_alarm",
+        "--isbl_pool_alpha",
+        "{targets: 0.0, negatives: 1.0}",
+    ]
+    _run("kws_isbl", out, tiny_corpus, epochs=1, extra=extra)
+    saved = (out / "hyperparams.yaml").read_text().splitlines()
+    assert "negative_hardness: false_alarm" in saved
+    stats = json.loads((out / "mining_stats.jsonl").read_text().splitlines()[-1])
+    assert stats["epoch"] == 1 and stats["examples"] >= len(
+        _rows(out / "save" / "train.csv")
+    )
