@@ -26,6 +26,34 @@ KWS_TINY_MODEL = [
 ]
 
 
+def tiny_kws_brain(hparams, n_classes=3):
+    """A KWSBrain on a two-block x-vector over 20 Mel bands (fast on CPU)."""
+    from speechbrain.lobes.features import Fbank
+    from speechbrain.lobes.models.Xvector import Classifier, Xvector
+    from speechbrain.processing.features import InputNormalization
+
+    from hardmine.tasks.kws import KWSBrain
+
+    modules = {
+        "compute_features": Fbank(n_mels=20),
+        "mean_var_norm": InputNormalization(norm_type="sentence", std_norm=False),
+        "embedding_model": Xvector(
+            in_channels=20,
+            tdnn_blocks=2,
+            tdnn_channels=[8, 8],
+            tdnn_kernel_sizes=[3, 1],
+            tdnn_dilations=[1, 1],
+            lin_neurons=8,
+        ),
+        "classifier": Classifier(
+            input_shape=[None, None, 8], lin_neurons=8, out_neurons=n_classes
+        ),
+    }
+    return KWSBrain(
+        modules, hparams={"far_targets": [0.05], **hparams}, run_opts={"device": "cpu"}
+    )
+
+
 def make_batch(x, y, ids=None, problems=None, classes=None):
     """A batch object with the fields recipes' PaddedBatch would carry."""
     n = x.shape[0]

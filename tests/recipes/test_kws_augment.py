@@ -11,13 +11,14 @@ import pytest
 import soundfile as sf
 import speechbrain as sb
 import torch
+from conftest import tiny_kws_brain
 from hyperpyyaml import load_hyperpyyaml
 from scipy import stats
 from speechbrain.augment.freq_domain import RandomShift
 from speechbrain.augment.time_domain import AddNoise, AddReverb, SpeedPerturb
 
 from hardmine.synthetic.gsc import generate_gsc
-from hardmine.tasks.kws import KWSBrain, build_augmenter, check_augment_files
+from hardmine.tasks.kws import build_augmenter, check_augment_files
 from hardmine.validation import ConfigError
 
 RECIPE = (
@@ -271,28 +272,7 @@ def test_an_augmenter_that_changes_the_batch_size_is_refused():
 
 
 def _tiny_brain(hparams):
-    from speechbrain.lobes.features import Fbank
-    from speechbrain.lobes.models.Xvector import Classifier, Xvector
-    from speechbrain.processing.features import InputNormalization
-
-    modules = {
-        "compute_features": Fbank(n_mels=20),
-        "mean_var_norm": InputNormalization(norm_type="sentence", std_norm=False),
-        "embedding_model": Xvector(
-            in_channels=20,
-            tdnn_blocks=2,
-            tdnn_channels=[8, 8],
-            tdnn_kernel_sizes=[3, 1],
-            tdnn_dilations=[1, 1],
-            lin_neurons=8,
-        ),
-        "classifier": Classifier(
-            input_shape=[None, None, 8], lin_neurons=8, out_neurons=3
-        ),
-    }
-    return KWSBrain(
-        modules, hparams={"far_targets": [0.05], **hparams}, run_opts={"device": "cpu"}
-    )
+    return tiny_kws_brain(hparams)
 
 
 def _batch(n):

@@ -5,12 +5,10 @@ import math
 import pytest
 import speechbrain as sb
 import torch
+from conftest import tiny_kws_brain
 from speechbrain.dataio.batch import PaddedBatch
-from speechbrain.lobes.features import Fbank
-from speechbrain.lobes.models.Xvector import Classifier, Xvector
-from speechbrain.processing.features import InputNormalization
 
-from hardmine.tasks.kws import KWSBrain, false_alarm_scores
+from hardmine.tasks.kws import false_alarm_scores
 from hardmine.validation import ConfigError
 
 KEYWORDS = ["yes", "no"]  # classes 0, 1; then _silence_ (2) and _unknown_ (3)
@@ -52,23 +50,7 @@ class Spy:
 
 
 def _brain(hardness):
-    modules = {
-        "compute_features": Fbank(n_mels=20),
-        "mean_var_norm": InputNormalization(norm_type="sentence", std_norm=False),
-        "embedding_model": Xvector(
-            in_channels=20,
-            tdnn_blocks=2,
-            tdnn_channels=[16, 16],
-            tdnn_kernel_sizes=[3, 1],
-            tdnn_dilations=[1, 1],
-            lin_neurons=8,
-        ),
-        "classifier": Classifier(
-            input_shape=[None, None, 8], lin_neurons=8, out_neurons=4
-        ),
-    }
-    hparams = {"far_targets": [0.05], "negative_hardness": hardness}
-    brain = KWSBrain(modules, hparams=hparams, run_opts={"device": "cpu"})
+    brain = tiny_kws_brain({"negative_hardness": hardness}, n_classes=4)
     brain.keywords = KEYWORDS
     return brain
 
