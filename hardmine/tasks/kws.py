@@ -430,9 +430,7 @@ def set_norm(modules, norm):
     >>> head(torch.randn(1, 1, 8)).shape  # one example trains too
     torch.Size([1, 1, 3])
     """
-    if norm not in NORMS:
-        raise ConfigError("norm", f"must be one of {', '.join(NORMS)}; got {norm!r}")
-    if norm == "batch":
+    if check_choice("norm", norm, NORMS) == "batch":
         return 0
     swapped = 0
     for module in modules.values():
@@ -537,6 +535,11 @@ class KWSBrain(HardMiningBrain):
             getattr(self.hparams, "negative_hardness", "loss"),
             NEGATIVE_HARDNESS,
         )
+        if self.negative_hardness != "loss" and self.sampler_factory is None:
+            raise ConfigError(
+                "negative_hardness",
+                f"{self.negative_hardness!r} feeds a mining sampler; sampler is none",
+            )
         self._batch_scores = None
 
     def mining_scores(self, losses):

@@ -432,7 +432,7 @@ def test_layer_norm_makes_each_example_independent_of_its_batch(tmp_path, tiny_c
 def test_bad_norm_is_refused(tmp_path, tiny_corpus):
     hparams = _load("kws", tmp_path, tiny_corpus)
     with pytest.raises(
-        ConfigError, match=r"^norm: must be one of batch, layer; got 'group'"
+        ConfigError, match=r"^norm: must be one of 'batch', 'layer', got 'group'"
     ):
         set_norm(hparams["modules"], "group")
 

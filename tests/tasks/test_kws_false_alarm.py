@@ -49,8 +49,14 @@ class Spy:
         self.seen.append((list(ids), scores.clone()))
 
 
-def _brain(hardness):
-    brain = tiny_kws_brain({"negative_hardness": hardness}, n_classes=4)
+def _no_loader(*args, **kwargs):
+    """A mining-sampler factory for Brains that never build a loader here."""
+    raise AssertionError("not called")
+
+
+def _brain(hardness, sampler=_no_loader):
+    hparams = {"negative_hardness": hardness, "mining_sampler": sampler}
+    brain = tiny_kws_brain(hparams, n_classes=4)
     brain.keywords = KEYWORDS
     return brain
 
@@ -89,3 +95,9 @@ def test_the_sampler_records_false_alarm_scores_of_negatives(hardness):
 def test_bad_negative_hardness_is_refused_when_the_brain_is_made():
     with pytest.raises(ConfigError, match=r"^negative_hardness: .*'alarm'"):
         _brain("alarm")
+
+
+def test_false_alarm_scores_without_a_sampler_are_refused():
+    with pytest.raises(ConfigError, match=r"^negative_hardness: 'false_alarm' feeds"):
+        _brain("false_alarm", sampler=None)
+    assert _brain("loss", sampler=None).negative_hardness == "loss"
