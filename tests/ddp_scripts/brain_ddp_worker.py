@@ -15,6 +15,7 @@ statistics and whatever the scenario checks. Scenarios:
   that differ on one rank.
 """
 
+import gc
 import sys
 import types
 
@@ -154,6 +155,10 @@ def main(scenario, out_dir):
     rank = dist.get_rank()
     result = run(scenario, rank)
     torch.save(result, f"{out_dir}/rank{rank}.pt")
+    # The Brain holds itself (its wrapped hooks) and so its DDP model until a
+    # garbage collection: free them while the process group still exists,
+    # not at interpreter exit after it is destroyed (an occasional abort).
+    gc.collect()
     dist.barrier()
     dist.destroy_process_group()
 
