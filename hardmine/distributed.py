@@ -13,8 +13,10 @@ Example
 [([3, 1], [0.5, 2.0])]
 >>> sum_over_ranks([1.0, 2.0]), any_over_ranks(False), max_over_ranks(2)
 ([1.0, 2.0], False, 2)
+>>> shutdown()  # no process group: nothing to end
 """
 
+import gc
 import hashlib
 
 import numpy as np
@@ -33,6 +35,7 @@ __all__ = [
     "gather_objects",
     "average_gradients",
     "tensors_digest",
+    "shutdown",
 ]
 
 
@@ -211,3 +214,20 @@ def tensors_digest(tensors):
         h.update(str((tuple(t.shape), t.dtype)).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def shutdown():
+    """End a distributed run: free what still holds the process group, then destroy it.
+
+    A :class:`~hardmine.brain.HardMiningBrain` refers to itself (its wrapped
+    hooks), so it and its DDP modules live until a garbage collection; left
+    to the interpreter's exit, they are freed after the process group is
+    gone, which now and then aborts a rank ("terminate called without an
+    active exception"). Call this after the run's last collective, once the
+    Brain is out of scope. A no-op without a process group.
+    """
+    if not is_distributed():
+        return
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()

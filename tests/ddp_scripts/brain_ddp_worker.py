@@ -15,7 +15,6 @@ statistics and whatever the scenario checks. Scenarios:
   that differ on one rank.
 """
 
-import gc
 import sys
 import types
 
@@ -25,6 +24,7 @@ import torch.distributed as dist
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from hardmine.brain import HardMiningBrain
+from hardmine.distributed import shutdown
 from hardmine.isbl import ISBLSampler
 from hardmine.loss_limit import LossLimit, TooManySkipsError
 from hardmine.reweighting import SoftmaxReweighting
@@ -155,12 +155,7 @@ def main(scenario, out_dir):
     rank = dist.get_rank()
     result = run(scenario, rank)
     torch.save(result, f"{out_dir}/rank{rank}.pt")
-    # The Brain holds itself (its wrapped hooks) and so its DDP model until a
-    # garbage collection: free them while the process group still exists,
-    # not at interpreter exit after it is destroyed (an occasional abort).
-    gc.collect()
-    dist.barrier()
-    dist.destroy_process_group()
+    shutdown()
 
 
 if __name__ == "__main__":

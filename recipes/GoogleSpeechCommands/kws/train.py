@@ -23,6 +23,7 @@ import sys
 
 # Before SpeechBrain: hardmine.cli quiets SpeechBrain's torchvision notice.
 from hardmine.cli import exit_on_config_error
+from hardmine.distributed import shutdown
 
 # isort: split
 import speechbrain as sb
@@ -133,6 +134,7 @@ def run(argv, stream=None):
     """
     with exit_on_config_error(argv, stream=stream):
         main(argv)
+    shutdown()  # under torchrun: free the Brain, then the process group
 
 
 if __name__ == "__main__":

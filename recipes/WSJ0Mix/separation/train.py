@@ -25,6 +25,7 @@ import sys
 
 # Before SpeechBrain: hardmine.cli quiets SpeechBrain's torchvision notice.
 from hardmine.cli import exit_on_config_error
+from hardmine.distributed import shutdown
 
 # isort: split
 import speechbrain as sb
@@ -95,3 +96,4 @@ if __name__ == "__main__":
     # A bad setting ends the run with one line naming the option, exit status 2.
     with exit_on_config_error(sys.argv[1:]):
         main(sys.argv[1:])
+    shutdown()  # under torchrun: free the Brain, then the process group
