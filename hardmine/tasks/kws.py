@@ -46,6 +46,8 @@ __all__ = [
     "keywords_of",
     "log_posteriors",
     "read_clip",
+    "set_norm",
+    "false_alarm_scores",
 ]
 
 logger = logging.getLogger(__name__)
