@@ -43,12 +43,20 @@ and the valid/test stage loss, which drive learning-rate schedules and
 checkpoint selection) is weighted by the number of usable examples behind
 each batch loss; skipped batches and broken examples are left out.
 
+A recipe writes ``compute_objectives``, ``on_stage_start`` and
+``on_stage_end`` as for any Brain, without ``super()`` calls to this class:
+each is wrapped once, when the subclass is defined, so that the mining runs
+around it (and a recipe's ``super()`` call to a parent recipe's hook reaches
+that hook unwrapped). The wrapping lives on the class: a Brain holds no
+reference to itself and is freed as soon as it goes out of scope.
+
 The optional hparams keys read are ``loss_limit``, ``threshold_filter``,
 ``reweighting`` and ``mining_sampler`` (a factory called with the training
 dataset; its result becomes the loader's ``batch_sampler``). The shared YAML
 fragments in the project's ``hparams/`` folder build each of them.
 """
 
+import functools
 import json
 import logging
 import os
@@ -121,7 +129,15 @@ class HardMiningBrain(sb.Brain):
     ['batches', 'batches_skipped', 'examples']
     """
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in _MINED_HOOKS:
+            if name in vars(cls):
+                setattr(cls, name, _with_mining(name, vars(cls)[name]))
+
     def __init__(self, *args, **kwargs):
+        # Hooks running now, whose nested calls reach the recipe's code as is.
+        self._running_hooks = set()
         super().__init__(*args, **kwargs)
         # SpeechBrain's command line hands this over as a string.
         if isinstance(self.optimizer_step_limit, str):
@@ -161,13 +177,6 @@ class HardMiningBrain(sb.Brain):
             self.checkpointer.add_recoverable(
                 "reweight_partition", partition, optional_load=True
             )
-        # The recipe's hooks are wrapped so that it needs no super() calls.
-        self._recipe_objectives = self.compute_objectives
-        self.compute_objectives = self._mined_objectives
-        self._recipe_on_stage_start = self.on_stage_start
-        self.on_stage_start = self._mining_on_stage_start
-        self._recipe_on_stage_end = self.on_stage_end
-        self.on_stage_end = self._mining_on_stage_end
 
     def _policy(self, key):
         obj = getattr(self.hparams, key, None)
@@ -324,8 +333,18 @@ class HardMiningBrain(sb.Brain):
         # Older checkpoints weighted every batch equally.
         self._avg_weight = saved.get("avg_train_weight", self.step)
 
-    def _mined_objectives(self, predictions, batch, stage):
-        losses = self._recipe_objectives(predictions, batch, stage)
+    def _recipe_objectives(self, predictions, batch, stage):
+        """The recipe's own ``compute_objectives``: its losses, no mining."""
+        outermost = "compute_objectives" not in self._running_hooks
+        self._running_hooks.add("compute_objectives")
+        try:
+            return self.compute_objectives(predictions, batch, stage)
+        finally:
+            if outermost:
+                self._running_hooks.discard("compute_objectives")
+
+    def _mined_objectives(self, recipe, predictions, batch, stage):
+        losses = recipe(predictions, batch, stage)
         if not isinstance(losses, torch.Tensor):
             raise TypeError(
                 f"{type(self).__name__}.compute_objectives must return a tensor, got "
@@ -520,7 +539,7 @@ class HardMiningBrain(sb.Brain):
         keys += ["skipped_" + r for r in SKIP_REASONS]
         self._count = dict.fromkeys(keys + ["skipped_other_rank"], 0.0)
 
-    def _mining_on_stage_start(self, stage, epoch=None):
+    def _mining_on_stage_start(self, recipe, stage, epoch=None):
         if stage == sb.Stage.TRAIN:
             self.current_epoch = epoch if epoch is not None else self.current_epoch
             self._reset_counters()
@@ -529,13 +548,13 @@ class HardMiningBrain(sb.Brain):
             # left unfinished; nothing of it may count towards the next step.
             self._usable_in_window = 0
             self._epoch_started = time.time()
-        return self._recipe_on_stage_start(stage, epoch)
+        return recipe(stage, epoch)
 
-    def _mining_on_stage_end(self, stage, stage_loss, epoch=None):
+    def _mining_on_stage_end(self, recipe, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:
             self.mining_stats = self._epoch_statistics()
             self._write_statistics(epoch)
-        return self._recipe_on_stage_end(stage, stage_loss, epoch)
+        return recipe(stage, stage_loss, epoch)
 
     def _epoch_statistics(self):
         """This epoch's counters, summed over all ranks."""
@@ -635,6 +654,42 @@ class HardMiningBrain(sb.Brain):
         }
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, default=float) + "\n")
+
+
+#: Brain hook -> the HardMiningBrain method that runs the mining around it.
+_MINED_HOOKS = {
+    "compute_objectives": HardMiningBrain._mined_objectives,
+    "on_stage_start": HardMiningBrain._mining_on_stage_start,
+    "on_stage_end": HardMiningBrain._mining_on_stage_end,
+}
+
+
+def _with_mining(name, recipe_hook):
+    """``recipe_hook`` (a function of the class) with the mining around it.
+
+    The mining runs in the outermost call only: while it runs, a call of the
+    same hook (the recipe's ``super()`` call to a parent recipe's hook, or
+    :meth:`HardMiningBrain._recipe_objectives`) goes straight to the code.
+    """
+    mining = _MINED_HOOKS[name]
+
+    @functools.wraps(recipe_hook)
+    def hook(self, *args, **kwargs):
+        running = self._running_hooks
+        if name in running:
+            return recipe_hook(self, *args, **kwargs)
+        running.add(name)
+        try:
+            return mining(self, functools.partial(recipe_hook, self), *args, **kwargs)
+        finally:
+            running.discard(name)
+
+    return hook
+
+
+# Recipes without a stage hook of their own still get the mining's.
+for _name in ("on_stage_start", "on_stage_end"):
+    setattr(HardMiningBrain, _name, _with_mining(_name, getattr(sb.Brain, _name)))
 
 
 def _weights_ess(weights, streamed=False):

@@ -219,12 +219,12 @@ def tensors_digest(tensors):
 def shutdown():
     """End a distributed run: free what still holds the process group, then destroy it.
 
-    A :class:`~hardmine.brain.HardMiningBrain` refers to itself (its wrapped
-    hooks), so it and its DDP modules live until a garbage collection; left
-    to the interpreter's exit, they are freed after the process group is
-    gone, which now and then aborts a rank ("terminate called without an
-    active exception"). Call this after the run's last collective, once the
-    Brain is out of scope. A no-op without a process group.
+    DDP modules still alive when the interpreter exits are freed after the
+    process group is gone, which now and then aborts a rank ("terminate
+    called without an active exception"). Call this after the run's last
+    collective, once the Brain is out of scope: a garbage collection frees
+    whatever a reference cycle still holds, a barrier lets every rank get
+    there, then the group is destroyed. A no-op without a process group.
     """
     if not is_distributed():
         return

@@ -122,6 +122,60 @@ def test_grad_accumulation_and_clipping_still_apply():
         assert torch.equal(p, q)
 
 
+# ------------------------------------------------------- hook wrapping
+class ChildRecipe(FixedLosses):
+    """A recipe built on another: its hooks call the parent's through super()."""
+
+    def compute_objectives(self, predictions, batch, stage):
+        self.objective_calls += 1
+        return super().compute_objectives(predictions, batch, stage)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        self.stage_ends.append(stage)
+        return super().on_stage_end(stage, stage_loss, epoch)
+
+
+def test_a_child_recipe_gets_the_mining_once():
+    threshold = ThresholdFilter(-30.0)
+    brain = build(ChildRecipe, {"threshold_filter": threshold})
+    brain.objective_calls, brain.stage_ends = 0, []
+    losses = torch.tensor([-40.0, -5.0, 3.0])
+    loss = train_loss(brain, make_batch(torch.zeros(3, 4), losses))
+    # Filtered and averaged once (a second pass would see the scalar -1.0).
+    assert float(loss.detach()) == pytest.approx(-1.0)
+    assert brain._count["examples_filtered"] == 1 and brain._count["batches"] == 1
+    assert brain.objective_calls == 1
+    raw = brain._recipe_objectives(
+        torch.tensor(1.0), make_batch(torch.zeros(3, 4), losses), 0
+    )
+    assert torch.equal(raw.detach(), losses)  # the recipe's own losses
+    brain.on_stage_end(sb.Stage.TRAIN, 1.0, 1)
+    assert brain.stage_ends == [sb.Stage.TRAIN]
+    assert brain.mining_stats["examples_filtered"] == 1
+
+
+def test_a_recipe_without_stage_hooks_still_gets_mining_statistics():
+    brain = build(FixedLosses, {"threshold_filter": ThresholdFilter(-30.0)})
+    fit(brain, [make_batch(torch.zeros(2, 4), torch.tensor([-40.0, 2.0]))])
+    assert brain.mining_stats["examples_filtered"] == 1
+
+
+def test_a_brain_is_freed_without_a_garbage_collection():
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        brain = build(ChildRecipe)
+        brain.objective_calls, brain.stage_ends = 0, []
+        fit(brain, [make_batch(torch.zeros(2, 4), torch.tensor([1.0, 2.0]))])
+        alive = weakref.ref(brain)
+        del brain
+        assert alive() is None  # no reference cycle holds it
+    finally:
+        gc.enable()
+
+
 # ------------------------------------------------------------- threshold
 def test_threshold_drops_exactly_the_easy_examples():
     brain = build(FixedLosses, {"threshold_filter": ThresholdFilter(-30.0)})
@@ -420,16 +474,14 @@ def test_nan_loss_of_a_broken_example_never_reaches_the_weights():
 
 
 def test_skipped_batches_stay_out_of_the_train_loss_average():
-    brain = build(FixedLosses)
+    brain = build(StageLosses)
     batches = [
         make_batch(torch.zeros(2, 4), torch.tensor([1.0, 3.0])),
         make_batch(torch.zeros(2, 4), torch.tensor([1.0, float("nan")])),
     ]
-    losses = []
-    brain.on_stage_end = lambda stage, loss, epoch: losses.append(loss)
-    brain._recipe_on_stage_end = brain.on_stage_end
+    losses = _stage_losses(brain)
     fit(brain, batches)
-    assert losses[0] == pytest.approx(2.0)
+    assert losses[sb.Stage.TRAIN] == pytest.approx(2.0)
 
 
 # -------------------------------------------------------------- bad audio
@@ -455,19 +507,21 @@ def test_batch_of_only_bad_audio_is_skipped():
     assert brain.mining_stats["skipped_all_bad_audio"] == 2
 
 
+class StageLosses(FixedLosses):
+    """Records the stage loss its on_stage_end receives."""
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        self.stage_losses[stage] = stage_loss
+
+
 def _stage_losses(brain):
-    losses = {}
-
-    def record(stage, loss, epoch):
-        losses[stage] = loss
-
-    brain._recipe_on_stage_end = record
-    return losses
+    brain.stage_losses = {}
+    return brain.stage_losses
 
 
 def test_train_average_leaves_out_skipped_batches_from_the_start():
     # [skipped, 3.0]: SpeechBrain's average would give 1.5.
-    brain = build(FixedLosses)
+    brain = build(StageLosses)
     losses = _stage_losses(brain)
     fit(
         brain,
@@ -478,7 +532,7 @@ def test_train_average_leaves_out_skipped_batches_from_the_start():
     )
     assert losses[sb.Stage.TRAIN] == pytest.approx(3.0)
     # [bad, -10, -10] at batch size 1: -10, not -6.67.
-    brain = build(FixedLosses)
+    brain = build(StageLosses)
     losses = _stage_losses(brain)
     batches = [
         make_batch(torch.zeros(1, 4), torch.tensor([v]), problems=[p])
@@ -497,7 +551,7 @@ def test_stage_averages_weigh_batches_by_their_usable_examples():
         ),
         make_batch(torch.zeros(4, 4), torch.tensor([-2.0] * 4), problems=[""] * 4),
     ]
-    brain = build(FixedLosses)
+    brain = build(StageLosses)
     losses = _stage_losses(brain)
     brain.fit(
         range(1, 2),

@@ -522,7 +522,7 @@ class KWSBrain(HardMiningBrain):
     ...     {"id": f"u{i}", "sig": torch.randn(4000), "command_encoded": torch.tensor([i % 3]),
     ...      "command": "abc"[i % 3], "audio_problem": ""} for i in range(4)])
     >>> log_probs = brain.compute_forward(batch, sb.Stage.TRAIN)
-    >>> losses = KWSBrain.compute_objectives(brain, log_probs, batch, sb.Stage.TRAIN)
+    >>> losses = brain._recipe_objectives(log_probs, batch, sb.Stage.TRAIN)  # no mining
     >>> losses.shape
     torch.Size([4])
     """
