@@ -173,6 +173,15 @@ SEP = Task(
         # Tzinis et al.'s weighting: softmax(-loss / 2) over batch x sources.
         "robust": "hparams/convtasnet.yaml --reweight_mode robust "
         "--reweight_over sources",
+        # The same weighting over the 8 mixtures of a batch, not their sources.
+        "robust_examples": "hparams/convtasnet.yaml --reweight_mode robust",
+        # robust at half the temperature: the weights twice as sharp.
+        "robust_t1": "hparams/convtasnet.yaml --reweight_mode robust "
+        "--reweight_over sources --reweight_temperature 1.0",
+        # isbl with the exploration and noise guard of the KWS isbl_guarded.
+        "isbl_guarded": "hparams/convtasnet.yaml --sampler isbl "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
+        "--isbl_score_clip_quantile 0.95",
     },
     epochs=12,
     # A batch of 8 one-second crops: reweighting acts over 16 numbers.
