@@ -384,13 +384,14 @@ class HardMiningBrain(sb.Brain):
             if bad.all():
                 return torch.tensor(float("nan"), device=losses.device)
             return losses[~bad].mean()
-        return self._training_loss(losses, batch, bad, entries)
+        return self._training_loss(losses, batch, bad, entries, predictions)
 
-    def mining_scores(self, losses):
+    def mining_scores(self, losses, predictions, batch):
         """What the sampler records for the examples of a training batch.
 
         ``losses``: their detached losses ``[B]``, returned as they are. A
-        recipe may override this to hand the sampler another hardness
+        recipe may override this to hand the sampler another hardness computed
+        from ``predictions`` (what ``compute_forward`` returned) and ``batch``
         (:class:`~hardmine.tasks.kws.KWSBrain`: how near a negative comes to a
         false alarm); examples with bad audio are marked after it.
         """
@@ -421,7 +422,7 @@ class HardMiningBrain(sb.Brain):
         ids = getattr(batch, "id", None)
         return list(ids) if ids is not None else [f"#{i}" for i in range(n)]
 
-    def _training_loss(self, losses, batch, bad, entries=None):
+    def _training_loss(self, losses, batch, bad, entries=None, predictions=None):
         """The loss to backpropagate; ``losses`` [B] (the per-example means
         when ``entries`` holds the [B, S] losses of reweighting over sources)."""
         count = self._count
@@ -432,7 +433,7 @@ class HardMiningBrain(sb.Brain):
         detached = losses.detach().float()
         importance = None
         if self.live_sampler is not None:
-            scores = self.mining_scores(detached)
+            scores = self.mining_scores(detached, predictions, batch)
             self.live_sampler.observe(ids, scores.masked_fill(bad, float("nan")))
             # The sampler's importance weights of these slots (is_beta), or None.
             get_weights = getattr(self.live_sampler, "batch_weights", None)

@@ -542,13 +542,18 @@ class KWSBrain(HardMiningBrain):
                 "negative_hardness",
                 f"{self.negative_hardness!r} feeds a mining sampler; sampler is none",
             )
-        self._batch_scores = None
 
-    def mining_scores(self, losses):
+    def mining_scores(self, losses, predictions, batch):
         """The loss, or with ``negative_hardness: false_alarm`` the negatives'
         false-alarm scores (:func:`false_alarm_scores`)."""
-        scores, self._batch_scores = self._batch_scores, None
-        return losses if scores is None else scores
+        if self.negative_hardness != "false_alarm":
+            return losses
+        if self.keywords is None:
+            raise RuntimeError("set brain.keywords first")
+        targets = batch.command_encoded.data.reshape(-1).to(predictions.device)
+        return false_alarm_scores(
+            predictions.detach(), targets, len(self.keywords), losses
+        )
 
     def compute_forward(self, batch, stage):
         """Log-posteriors ``[B, n_classes]`` of a batch."""
@@ -569,12 +574,6 @@ class KWSBrain(HardMiningBrain):
         """Negative log-likelihood of the true class, one per example."""
         targets = batch.command_encoded.data.reshape(-1).to(predictions.device)
         losses = F.nll_loss(predictions, targets, reduction="none")
-        if stage == sb.Stage.TRAIN and self.negative_hardness == "false_alarm":
-            if self.keywords is None:
-                raise RuntimeError("set brain.keywords first")
-            self._batch_scores = false_alarm_scores(
-                predictions.detach(), targets, len(self.keywords), losses.detach()
-            )
         if stage != sb.Stage.TRAIN and self.results is not None:
             problems = getattr(batch, AUDIO_PROBLEM_FIELD, None) or [""] * len(batch.id)
             keep = [i for i, p in enumerate(problems) if not p]
