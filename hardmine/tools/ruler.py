@@ -173,8 +173,6 @@ SEP = Task(
         # Tzinis et al.'s weighting: softmax(-loss / 2) over batch x sources.
         "robust": "hparams/convtasnet.yaml --reweight_mode robust "
         "--reweight_over sources",
-        # The same weighting over the 8 mixtures of a batch, not their sources.
-        "robust_examples": "hparams/convtasnet.yaml --reweight_mode robust",
         # robust at half the temperature: the weights twice as sharp.
         "robust_t1": "hparams/convtasnet.yaml --reweight_mode robust "
         "--reweight_over sources --reweight_temperature 1.0",
