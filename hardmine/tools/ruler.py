@@ -176,6 +176,12 @@ SEP = Task(
         # robust at half the temperature: the weights twice as sharp.
         "robust_t1": "hparams/convtasnet.yaml --reweight_mode robust "
         "--reweight_over sources --reweight_temperature 1.0",
+        # robust at T = 5: losses are in dB, and at T = 2 one source of the
+        # 16 can take most of the weight.
+        "robust_t5": "hparams/convtasnet.yaml --reweight_mode robust "
+        "--reweight_over sources --reweight_temperature 5.0",
+        # T = 2 over the 8 mixtures of a batch, not their sources.
+        "robust_examples": "hparams/convtasnet.yaml --reweight_mode robust",
         # isbl with the exploration and noise guard of the KWS isbl_guarded.
         "isbl_guarded": "hparams/convtasnet.yaml --sampler isbl "
         "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
