@@ -10,7 +10,7 @@ continues where it stopped)::
 
     nice -n 5 .venv/bin/python benchmarks/quality_bench.py kws            # 5 seeds
     nice -n 5 .venv/bin/python benchmarks/quality_bench.py kws --variants baseline isbl
-    nice -n 5 .venv/bin/python benchmarks/quality_bench.py sep --seeds 3
+    nice -n 5 .venv/bin/python benchmarks/quality_bench.py sep   # 5 seeds
     .venv/bin/python benchmarks/quality_bench.py kws --quick --out /tmp/q  # a check
 
 Prints the table and writes ``quality_bench_<task>.json`` next to this
