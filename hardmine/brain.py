@@ -56,6 +56,7 @@ dataset; its result becomes the loader's ``batch_sampler``). The shared YAML
 fragments in the project's ``hparams/`` folder build each of them.
 """
 
+import contextlib
 import functools
 import json
 import logging
@@ -333,15 +334,21 @@ class HardMiningBrain(sb.Brain):
         # Older checkpoints weighted every batch equally.
         self._avg_weight = saved.get("avg_train_weight", self.step)
 
-    def _recipe_objectives(self, predictions, batch, stage):
-        """The recipe's own ``compute_objectives``: its losses, no mining."""
-        outermost = "compute_objectives" not in self._running_hooks
-        self._running_hooks.add("compute_objectives")
+    @contextlib.contextmanager
+    def _hook_running(self, name):
+        """Mark hook ``name`` as running; yields whether this is its outermost call."""
+        outermost = name not in self._running_hooks
+        self._running_hooks.add(name)
         try:
-            return self.compute_objectives(predictions, batch, stage)
+            yield outermost
         finally:
             if outermost:
-                self._running_hooks.discard("compute_objectives")
+                self._running_hooks.discard(name)
+
+    def _recipe_objectives(self, predictions, batch, stage):
+        """The recipe's own ``compute_objectives``: its losses, no mining."""
+        with self._hook_running("compute_objectives"):
+            return self.compute_objectives(predictions, batch, stage)
 
     def _mined_objectives(self, recipe, predictions, batch, stage):
         losses = recipe(predictions, batch, stage)
@@ -676,14 +683,10 @@ def _with_mining(name, recipe_hook):
 
     @functools.wraps(recipe_hook)
     def hook(self, *args, **kwargs):
-        running = self._running_hooks
-        if name in running:
-            return recipe_hook(self, *args, **kwargs)
-        running.add(name)
-        try:
+        with self._hook_running(name) as outermost:
+            if not outermost:
+                return recipe_hook(self, *args, **kwargs)
             return mining(self, functools.partial(recipe_hook, self), *args, **kwargs)
-        finally:
-            running.discard(name)
 
     return hook
 
