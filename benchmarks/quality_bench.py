@@ -14,8 +14,12 @@ continues where it stopped)::
     .venv/bin/python benchmarks/quality_bench.py kws --quick --out /tmp/q  # a check
 
 Prints the table and writes ``quality_bench_<task>.json`` next to this
-script (into ``--out`` with ``--quick``) and the table as Markdown to
-``docs/results/quality_<task>.md``.
+script (into the ``--out`` folder when one is given) and the table as
+Markdown to ``--report`` (default ``docs/results/quality_<task>.md``; no
+Markdown with ``--quick`` unless ``--report`` asks for it)::
+
+    nice -n 5 .venv/bin/python benchmarks/quality_bench.py sep --epochs 24 \
+        --out results/quality/sep24 --report docs/results/quality_sep_24.md
 """
 
 import sys
@@ -31,14 +35,13 @@ def main(argv=None):
     args = ruler.parse(argv)
     record = ruler.run(args, " ".join(["benchmarks/quality_bench.py", *argv]))
     print(record["report"])
-    if args.quick:
-        ruler.write(record, Path(args.out or ".") / f"quality_bench_{args.task}.json")
-    else:
-        ruler.write(
-            record,
-            HERE / f"quality_bench_{args.task}.json",
-            ruler.ROOT / "docs" / "results" / f"quality_{args.task}.md",
-        )
+    # With --out the JSON stays beside its runs, so that a second run folder
+    # (another budget, say) does not overwrite the first one's figures.
+    json_dir = Path(args.out) if args.out else HERE
+    report = args.report
+    if report is None and not args.quick:
+        report = ruler.ROOT / "docs" / "results" / f"quality_{args.task}.md"
+    ruler.write(record, json_dir / f"quality_bench_{args.task}.json", report)
     return record
 
 

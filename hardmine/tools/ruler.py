@@ -499,6 +499,11 @@ def parse(argv):
     p.add_argument("--out", help="run folder (default results/quality/<task>)")
     p.add_argument("--data_folder", help="benchmark set (default: generated, cached)")
     p.add_argument("--quick", action="store_true", help="2 seeds, tiny data and model")
+    p.add_argument(
+        "--report",
+        help="Markdown table to write (default docs/results/quality_<task>.md; "
+        "none with --quick)",
+    )
     args, extra = p.parse_known_args(argv)
     args.extra = extra  # anything else goes to every train.py, e.g. --lr 0.001
     return args

@@ -31,8 +31,13 @@ def load_bench():
 def test_quick_kws_ruler_writes_paired_statistics(tmp_path, monkeypatch):
     bench = load_bench()
     monkeypatch.chdir(tmp_path)  # a relative --out, as users type it
-    record = bench.main(["kws", "--quick", "--variants", "isbl", "--out", "runs"])
+    args = ["kws", "--quick", "--variants", "isbl", "--out", "runs"]
+    record = bench.main([*args, "--report", "report.md"])
     saved = json.loads((tmp_path / "runs" / "quality_bench_kws.json").read_text())
+    # The Markdown report goes where --report says, with the command that made it.
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("Command: `benchmarks/quality_bench.py kws --quick")
+    assert "| isbl | accuracy |" in report
     assert saved["seeds"] == [1, 2] and saved["variants"].keys() == {"baseline", "isbl"}
     for variant in ("baseline", "isbl"):
         for metric in ruler.KWS_METRICS:
