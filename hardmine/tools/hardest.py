@@ -150,6 +150,7 @@ def sampler_config(hparams):
             f"expected a '!name:' sampler factory in the saved hyperparameters, got {entry!r}",
         )
     kwargs = entry.value if isinstance(entry.value, dict) else {}
+    kwargs = {k: _apply_own(v) for k, v in kwargs.items()}
     unresolved = [k for k, v in kwargs.items() if isinstance(v, Tagged)]
     if unresolved:
         raise ConfigError(
@@ -158,6 +159,32 @@ def sampler_config(hparams):
             "where references are resolved",
         )
     return entry.tag[len("name:") :], dict(kwargs)
+
+
+def _apply_own(value):
+    """Evaluate a saved ``!apply:hardmine.…`` value whose arguments are plain.
+
+    A saved ``hyperparams.yaml`` keeps ``!apply:`` calls as written; the
+    recipes use a few of hardmine's own small functions there (the KWS
+    recipe's ``reference`` is ``kws_reference.reference_file``). Those are
+    called as hyperpyyaml would; anything else is returned unchanged.
+
+    Example
+    -------
+    >>> _apply_own(Tagged("apply:hardmine.tasks.kws_reference.reference_file", [0, "r.csv"]))
+    >>> _apply_own(Tagged("apply:os.getcwd", [])).tag
+    'apply:os.getcwd'
+    """
+    if not isinstance(value, Tagged) or not value.tag.startswith("apply:hardmine."):
+        return value
+    args = value.value
+    plain = args if isinstance(args, (list, dict)) else [args]
+    items = plain.values() if isinstance(plain, dict) else plain
+    if any(isinstance(a, Tagged) for a in items):
+        return value
+    module, _, name = value.tag[len("apply:") :].rpartition(".")
+    function = getattr(importlib.import_module(module), name)
+    return function(**plain) if isinstance(plain, dict) else function(*plain)
 
 
 # ------------------------------------------------------------------ ranking

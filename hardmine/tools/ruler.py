@@ -50,6 +50,7 @@ from hardmine.synthetic.layouts import default_wsj0mix
 from hardmine.tasks.kws_metrics import frr_at_far
 from hardmine.tasks.sep_metrics import SUBGROUPS, read_subgroups
 from hardmine.tasks.separation import TINY_OVERRIDES
+from hardmine.tools.hardest import read_saved_hparams, report_for_run, sampler_config
 from hardmine.tools.stats import seed_difference, utterance_difference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +60,17 @@ FARS = (0.01, 0.05)
 class Task:
     """What differs between the KWS and the separation ruler."""
 
-    def __init__(self, name, recipe, variants, epochs, extra, valid_key, higher_better):
+    def __init__(
+        self,
+        name,
+        recipe,
+        variants,
+        epochs,
+        extra,
+        valid_key,
+        higher_better,
+        early_fraction,
+    ):
         self.name = name
         self.recipe = ROOT / "recipes" / recipe
         self.variants = variants
@@ -67,6 +78,9 @@ class Task:
         self.extra = extra
         self.valid_key = valid_key
         self.higher_better = higher_better
+        #: "Early": the baseline's final validation value reached within
+        #: this share of the baseline's steps (the targets of mining).
+        self.early_fraction = early_fraction
 
 
 KWS = Task(
@@ -163,6 +177,7 @@ KWS = Task(
     extra=["--augment", "False"],
     valid_key="accuracy",
     higher_better=True,
+    early_fraction=0.75,
 )
 SEP = Task(
     "sep",
@@ -192,6 +207,7 @@ SEP = Task(
     extra=["--batch_size", "8", "--training_signal_len", "8000", "--lr", "0.001"],
     valid_key="si-snr",
     higher_better=False,  # the logged validation SI-SNR is a loss (-dB)
+    early_fraction=0.80,
 )
 TASKS = {"kws": KWS, "sep": SEP}
 
@@ -307,6 +323,63 @@ def kws_subgroups(data):
         word, name = row["path"][: -len(".wav")].split("/", 1)
         out[f"{word}_{name}"] = row
     return out
+
+
+def guard_flags(folder, subgroups):
+    """The noise guard's flags against the set's mislabelled training clips.
+
+    Reads the run's newest sampler checkpoint (as :mod:`hardmine.tools.hardest`
+    does) and the benchmark sidecar's ``mislabelled`` and ``low_snr`` columns.
+
+    Returns
+    -------
+    dict or None
+        None for a run whose sampler has no noise guard; else ``flagged`` and
+        ``train`` (examples), ``mislabelled`` (training clips filed under
+        another word), ``mislabelled_flagged``, ``low_snr_flagged``, and
+        ``recall`` (share of the mislabelled clips flagged) and ``precision``
+        (share of the flagged that are mislabelled; NaN with none flagged).
+    """
+    config = sampler_config(read_saved_hparams(str(Path(folder) / "hyperparams.yaml")))
+    if config is None or config[1].get("score_clip_quantile") is None:
+        return None
+    report = report_for_run(str(folder))
+    if report is None:
+        return None
+    ids = [r["id"] for r in report.rows]
+    flagged = {r["id"] for r in report.rows if r.get("persistently_hard")}
+    wrong = {i for i in ids if subgroups.get(i, {}).get("mislabelled") == "1"}
+    low = {i for i in flagged if subgroups.get(i, {}).get("low_snr") == "1"}
+    hit = len(flagged & wrong)
+    return {
+        "train": len(ids),
+        "flagged": len(flagged),
+        "mislabelled": len(wrong),
+        "mislabelled_flagged": hit,
+        "low_snr_flagged": len(low),
+        "recall": hit / len(wrong) if wrong else math.nan,
+        "precision": hit / len(flagged) if flagged else math.nan,
+    }
+
+
+def guard_table(guard):
+    """Markdown lines for :func:`guard_flags` results, ``{variant: {seed: dict}}``."""
+    lines = [
+        "Noise guard against the set's mislabelled training clips (final checkpoint, per seed):",
+        "",
+        "| variant | seed | flagged / train | mislabelled flagged | recall | precision | "
+        "low-SNR among flagged |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v, per_seed in guard.items():
+        for seed, g in per_seed.items():
+            precision = "n/a" if math.isnan(g["precision"]) else f"{g['precision']:.2f}"
+            lines.append(
+                f"| {v} | {seed} | {g['flagged']} / {g['train']} | "
+                f"{g['mislabelled_flagged']} of {g['mislabelled']} | {g['recall']:.2f} | "
+                f"{precision} | {g['low_snr_flagged']} |"
+            )
+    return lines
 
 
 def sep_run(folder, subgroups):
@@ -468,8 +541,11 @@ def table(task, result, metrics):
         if v == "baseline":
             continue
         fr = ["never" if f is None else f"{f:.2f}" for f in st["fraction"]]
-        early = sum(1 for f in st["fraction"] if f is not None and f <= 0.75)
-        lines.append(f"- {v}: {', '.join(fr)} (≤ 0.75 in {early} of {len(fr)} seeds)")
+        limit = task.early_fraction
+        early = sum(1 for f in st["fraction"] if f is not None and f <= limit)
+        lines.append(
+            f"- {v}: {', '.join(fr)} (≤ {limit:.2f} in {early} of {len(fr)} seeds)"
+        )
     lines.append("")
     lines.append("`*`: the 95 % interval excludes 0.")
     return "\n".join(lines)
@@ -550,12 +626,19 @@ def run(args, command, echo=print):
     echo(f"{task.name}: {variants} x seeds {seeds}, {epochs} epochs; log {log}")
     started = time.time()
     runs, curves = {v: {} for v in variants}, {v: {} for v in variants}
+    guard = {}
     for seed in seeds:
         for v in variants:
             folder = train(task, v, seed, data, out, epochs, extra, log, echo)
             runs[v][seed] = reader(folder, subgroups)
             curves[v][seed] = valid_curve(folder, task.valid_key)
+            flags = guard_flags(folder, subgroups) if task.name == "kws" else None
+            if flags is not None:
+                guard.setdefault(v, {})[seed] = flags
     result = analyse(task, runs, curves, metrics, metric_fn)
+    report = table(task, result, metrics)
+    if guard:
+        report += "\n\n" + "\n".join(guard_table(guard))
     return {
         "task": task.name,
         "command": command,
@@ -566,7 +649,8 @@ def run(args, command, echo=print):
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "wall_time_s": round(time.time() - started, 1),
         "curves": curves,
-        "report": table(task, result, metrics),
+        "noise_guard": guard,
+        "report": report,
         **result,
     }
 

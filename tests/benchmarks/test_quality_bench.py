@@ -31,15 +31,29 @@ def load_bench():
 def test_quick_kws_ruler_writes_paired_statistics(tmp_path, monkeypatch):
     bench = load_bench()
     monkeypatch.chdir(tmp_path)  # a relative --out, as users type it
-    args = ["kws", "--quick", "--variants", "isbl", "--out", "runs"]
+    # isbl_guarded: ISBL with its options, among them the noise guard.
+    args = ["kws", "--quick", "--variants", "isbl_guarded", "--out", "runs"]
     record = bench.main([*args, "--report", "report.md"])
     saved = json.loads((tmp_path / "runs" / "quality_bench_kws.json").read_text())
     # The Markdown report goes where --report says, with the command that made it.
     report = (tmp_path / "report.md").read_text()
     assert report.startswith("Command: `benchmarks/quality_bench.py kws --quick")
-    assert "| isbl | accuracy |" in report
-    assert saved["seeds"] == [1, 2] and saved["variants"].keys() == {"baseline", "isbl"}
-    for variant in ("baseline", "isbl"):
+    assert "| isbl_guarded | accuracy |" in report
+    assert saved["seeds"] == [1, 2]
+    assert saved["variants"].keys() == {"baseline", "isbl_guarded"}
+    # The noise guard is read from the guarded runs' checkpoints and joined
+    # with the set's mislabelled clips (one in the quick set's training part).
+    assert saved["noise_guard"].keys() == {"isbl_guarded"}
+    sidecar = ruler.read_rows(tmp_path / "runs" / "data" / "gsc" / ruler.SUBGROUPS_FILE)
+    wrong = sum(r["split"] == "train" and r["mislabelled"] == "1" for r in sidecar)
+    for seed in ("1", "2"):
+        g = saved["noise_guard"]["isbl_guarded"][seed]
+        assert g["mislabelled"] == wrong >= 1
+        # Every training clip of the sidecar, plus the silence crops.
+        assert g["train"] > sum(r["split"] == "train" for r in sidecar)
+        assert 0 <= g["mislabelled_flagged"] <= min(g["flagged"], wrong)
+    assert "Noise guard against the set's mislabelled" in report
+    for variant in ("baseline", "isbl_guarded"):
         for metric in ruler.KWS_METRICS:
             s = saved["summary"][variant][metric]
             assert len(s["per_seed"]) == 2
@@ -47,14 +61,14 @@ def test_quick_kws_ruler_writes_paired_statistics(tmp_path, monkeypatch):
             assert finite and all(0.0 <= v <= 1.0 for v in finite), (variant, metric)
         curve = saved["curves"][variant]["1"]
         assert [p["epoch"] for p in curve] == [1] and curve[0]["step"] > 0
-    paired = saved["paired"]["isbl"]
+    paired = saved["paired"]["isbl_guarded"]
     assert set(paired) == set(ruler.KWS_METRICS)
     acc = paired["accuracy"]
     # The seed statistic is the mean of the per-seed differences.
     per_seed = [
         a - b
         for a, b in zip(
-            saved["summary"]["isbl"]["accuracy"]["per_seed"],
+            saved["summary"]["isbl_guarded"]["accuracy"]["per_seed"],
             saved["summary"]["baseline"]["accuracy"]["per_seed"],
         )
     ]
@@ -63,9 +77,11 @@ def test_quick_kws_ruler_writes_paired_statistics(tmp_path, monkeypatch):
     u = acc["utterances"]
     assert u["low"] <= u["mean"] <= u["high"]
     assert u["mean"] == pytest.approx(acc["seeds"]["mean"], abs=1e-9)
-    st = saved["steps_to_target"]["isbl"]
+    st = saved["steps_to_target"]["isbl_guarded"]
     assert len(st["steps"]) == len(st["fraction"]) == 2
-    assert record["paired"]["isbl"]["accuracy"]["utterances"]["excludes_zero"] in (
+    assert record["paired"]["isbl_guarded"]["accuracy"]["utterances"][
+        "excludes_zero"
+    ] in (
         True,
         False,
     )

@@ -322,6 +322,31 @@ def test_bad_sampler_entry_names_the_field(tmp_path):
         hardest.report_for_run(str(run))
 
 
+def test_kws_reference_call_in_saved_hparams_is_evaluated(tmp_path):
+    # kws_isbl.yaml passes the sampler's `reference` through a small hardmine
+    # function, which a saved hyperparams.yaml keeps as an !apply: call.
+    path = tmp_path / "hyperparams.yaml"
+    for epochs, expected in ((0, None), (5, "/r/ref.csv")):
+        path.write_text(
+            "mining_sampler: !name:hardmine.isbl.ISBLSampler\n"
+            "  batch_size: 2\n"
+            "  reference: !apply:hardmine.tasks.kws_reference.reference_file\n"
+            f"  - {epochs}\n"
+            "  - /r/ref.csv\n"
+        )
+        config = hardest.sampler_config(hardest.read_saved_hparams(str(path)))
+        assert config[1] == {"batch_size": 2, "reference": expected}
+    # A call with a reference left in it still names the field.
+    path.write_text(
+        "mining_sampler: !name:hardmine.isbl.ISBLSampler\n"
+        "  reference: !apply:hardmine.tasks.kws_reference.reference_file\n"
+        "  - !ref <isbl_reference_epochs>\n"
+        "  - /r/ref.csv\n"
+    )
+    with pytest.raises(hardest.ConfigError, match="^mining_sampler.reference: "):
+        hardest.sampler_config(hardest.read_saved_hparams(str(path)))
+
+
 def test_noise_guard_flags_reach_the_report():
     import numpy as np
     from speechbrain.dataio.dataset import DynamicItemDataset
