@@ -97,6 +97,11 @@ KWS = Task(
         # uniform draws) and the noise guard against mislabelled clips.
         "isbl_guarded": "hparams/kws_isbl.yaml --isbl_unseen_score max "
         "--isbl_uniform_mix 0.05 --isbl_score_clip_quantile 0.95",
+        # isbl_guarded flagging after 2 visits in a row above the quantile
+        # instead of 3: more visits of a 5-epoch run count.
+        "isbl_guarded_k2": "hparams/kws_isbl.yaml --isbl_unseen_score max "
+        "--isbl_uniform_mix 0.05 --isbl_score_clip_quantile 0.95 "
+        "--isbl_persistent_visits 2",
         # isbl_guarded with the draws held at 0.05 nats from uniform per pool.
         "isbl_capacity": "hparams/kws_isbl.yaml --isbl_unseen_score max "
         "--isbl_uniform_mix 0.05 --isbl_score_clip_quantile 0.95 "
