@@ -460,7 +460,8 @@ class ISBLSampler(BatchSamplerBase):
             ``n_quarantined``; with the options on, ``sharpness`` (the power
             in force) and ``capacity_kl`` (the KL at the last refresh),
             ``n_unseen``, ``is_beta`` (beta in force), ``n_decayed`` (scores
-            aged at the start of this epoch), ``n_persistently_hard``.
+            aged at the start of this epoch), ``n_persistently_hard`` and
+            ``n_ever_persistently_hard`` (flagged now; flagged at any point).
         """
         probs = self.draw_probabilities()
         size = probs.shape[0]
@@ -482,7 +483,8 @@ class ISBLSampler(BatchSamplerBase):
         -------
         list of dict
             Keys ``id``, ``index``, ``pool``, ``score``, ``prob`` (chance per
-            draw), ``draws``, ``persistently_hard`` (the noise guard's flag).
+            draw), ``draws``, ``persistently_hard`` (the noise guard's flag)
+            and ``ever_persistently_hard`` (flagged at any point of the run).
         """
         k = max(0, min(int(k), len(self.ids)))
         if k == 0:
@@ -500,6 +502,7 @@ class ISBLSampler(BatchSamplerBase):
                 "prob": float(probs[i]),
                 "draws": int(self._draw_counts[i]),
                 "persistently_hard": bool(self.table.persistently_hard[i]),
+                "ever_persistently_hard": bool(self.table.ever_persistently_hard[i]),
             }
             for i in top
         ]

@@ -386,6 +386,11 @@ class LossPowerTable:
         return read_only(self._guard.flagged)
 
     @property
+    def ever_persistently_hard(self):
+        """Boolean mask of the examples flagged at any point of the run (read-only)."""
+        return read_only(self._guard.ever)
+
+    @property
     def clip_thresholds(self):
         """The noise guard's threshold ``t_k`` of each pool (``inf`` = none yet)."""
         return read_only(self._guard.threshold)

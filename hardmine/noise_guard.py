@@ -13,7 +13,11 @@ so a loss-power sampler would draw them ever more often. The guard of a
   streak, any other finite visit resets it, a non-finite one leaves it;
 * an example whose streak reaches ``k`` is *persistently hard*, and its
   score is capped at ``t_k`` (:meth:`NoiseGuard.cap`), also when a refresh
-  lowers ``t_k``; a streak broken by a visit below ``t_k`` lifts the flag.
+  lowers ``t_k``; a streak broken by a visit below ``t_k`` lifts the flag;
+* :attr:`NoiseGuard.ever` keeps every example that has been flagged at any
+  point of the run. It does not act on the draws: it is for reports, where a
+  mislabelled clip that the model has since memorised (its loss fell below
+  ``t_k`` on one visit, which lifted its flag) still shows.
 
 Example
 -------
@@ -31,6 +35,9 @@ Example
 [2.5]
 >>> guard.flagged.tolist()
 [False, False, False, True]
+>>> _ = guard.visit(idx, pools, np.array([1.0]), ok, np.array([1.0]))  # lifted
+>>> guard.flagged.tolist(), guard.ever.tolist()
+([False, False, False, False], [False, False, False, True])
 """
 
 import numpy as np
@@ -58,6 +65,7 @@ class NoiseGuard:
         self.quantile, self.visits = quantile, int(visits)
         self.streak = np.zeros(size, dtype=np.int64)
         self.flagged = np.zeros(size, dtype=bool)
+        self.ever = np.zeros(size, dtype=bool)
         self.threshold = np.full(n_pools, np.inf)
 
     @property
@@ -77,6 +85,7 @@ class NoiseGuard:
         flagged = np.where(finite, streak >= self.visits, self.flagged[idx])
         self.streak[idx] = streak
         self.flagged[idx] = flagged
+        self.ever[idx] |= flagged
         return np.where(finite & flagged, np.minimum(new_scores, threshold), new_scores)
 
     def cap(self, idx, pools, scores):
@@ -118,6 +127,7 @@ class NoiseGuard:
         return {
             "streak": self.streak.copy(),
             "persistently_hard": self.flagged.copy(),
+            "ever_persistently_hard": self.ever.copy(),
             "clip_threshold": self.threshold.copy(),
         }
 
@@ -129,6 +139,11 @@ class NoiseGuard:
         self.flagged[:] = (
             False if flagged is None else np.asarray(flagged, dtype=bool).reshape(-1)
         )
+        ever = state.get("ever_persistently_hard")
+        # Saved before the record was kept: the flags of then are all it knows.
+        self.ever[:] = (
+            self.flagged if ever is None else np.asarray(ever, dtype=bool).reshape(-1)
+        )
         threshold = state.get("clip_threshold")
         self.threshold[:] = (
             np.inf
@@ -138,5 +153,5 @@ class NoiseGuard:
 
     def fingerprint(self, digest):
         """Feed the guard's state to a hashlib ``digest``."""
-        for array in (self.streak, self.flagged, self.threshold):
+        for array in (self.streak, self.flagged, self.ever, self.threshold):
             digest.update(np.ascontiguousarray(array).tobytes())

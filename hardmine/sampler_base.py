@@ -523,6 +523,14 @@ class BatchSamplerBase(torch.utils.data.Sampler):
             return read_only(np.zeros(len(self.ids), dtype=bool))
         return table.persistently_hard
 
+    @property
+    def ever_persistently_hard(self):
+        """Examples the noise guard flagged at any point (boolean, read-only)."""
+        table = self._leaf.table
+        if table is None:
+            return read_only(np.zeros(len(self.ids), dtype=bool))
+        return table.ever_persistently_hard
+
     def stats(self):
         """Coverage, the leaf's statistics and ``is_beta`` (when on).
 

@@ -217,6 +217,7 @@ class ISBLLeaf:
         if self.table.score_clip_quantile is not None:
             arrays["streak"] = table["streak"].astype(np.int32)
             arrays["persistently_hard"] = table["persistently_hard"]
+            arrays["ever_persistently_hard"] = table["ever_persistently_hard"]
             arrays["clip_threshold"] = table["clip_threshold"]
         if self.controller is not None:
             meta["sharpness"] = self.table.alpha
@@ -253,6 +254,7 @@ class ISBLLeaf:
             "last_observed",
             "streak",
             "persistently_hard",
+            "ever_persistently_hard",
             "clip_threshold",
             "unseen_order",
         ):
@@ -277,6 +279,9 @@ class ISBLLeaf:
         if self.table.score_clip_quantile is not None:
             out["n_persistently_hard"] = int(
                 np.count_nonzero(self.table.persistently_hard)
+            )
+            out["n_ever_persistently_hard"] = int(
+                np.count_nonzero(self.table.ever_persistently_hard)
             )
         return out
 

@@ -31,6 +31,8 @@ def test_streaks_flags_and_caps_follow_the_rule():
     assert table.persistently_hard[4] and table.scores[4] == 3.0
     table.observe_indices([4], [3.0])
     assert not table.persistently_hard[4] and table.scores[4] == 3.0
+    # The lifted flag stays in the run's record; nothing else was ever flagged.
+    assert table.ever_persistently_hard.tolist() == [False] * 4 + [True]
     # Repeats in one batch are consecutive visits.
     table.observe_indices([0, 0], [6.0, 6.0])
     assert table.persistently_hard[0] and table.scores[0] == 3.0
@@ -99,3 +101,32 @@ def test_guard_flags_survive_a_checkpoint(tmp_path, k):
         resumed.table.clip_thresholds, sampler.table.clip_thresholds
     )
     assert resumed.table.digest() == sampler.table.digest()
+
+
+def test_ever_flagged_survives_a_checkpoint_and_older_files(tmp_path):
+    data = {f"u{i}": {"lab": "x"} for i in range(6)}
+    options = {"score_clip_quantile": 0.5, "persistent_visits": 1, "refresh_every": 1}
+    sampler = ISBLSampler(DynamicItemDataset(data), 2, **options)
+    for _ in range(2):
+        sampler.observe(sampler.ids, [1.0, 1.0, 1.0, 1.0, 1.0, 9.0])
+    sampler.observe(["u5"], [0.5])  # learned: the flag lifts, the record stays
+    assert not sampler.persistently_hard.any()
+    assert sampler.ever_persistently_hard.tolist() == [False] * 5 + [True]
+    assert sampler.stats()["n_ever_persistently_hard"] == 1
+    rows = {row["id"]: row for row in sampler.hardest(6)}
+    assert rows["u5"]["ever_persistently_hard"] and not rows["u5"]["persistently_hard"]
+    assert not rows["u0"]["ever_persistently_hard"]
+    Checkpointer(tmp_path, {"sampler": sampler}).save_checkpoint()
+    resumed = ISBLSampler(DynamicItemDataset(data), 2, **options)
+    Checkpointer(tmp_path, {"sampler": resumed}).recover_if_possible()
+    np.testing.assert_array_equal(
+        resumed.ever_persistently_hard, sampler.ever_persistently_hard
+    )
+    assert resumed.table.digest() == sampler.table.digest()
+    # A state saved before the record was kept: the flags of then stand in.
+    state = sampler.table.state_dict()
+    state["persistently_hard"] = np.arange(6) == 2
+    del state["ever_persistently_hard"]
+    older = LossPowerTable(np.zeros(6, dtype=int), score_clip_quantile=0.5)
+    older.load_state_dict(state)
+    assert older.ever_persistently_hard.tolist() == [False, False, True] + [False] * 3

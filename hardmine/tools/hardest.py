@@ -264,8 +264,10 @@ def rank_examples(sampler, table=None, columns=None):
         Keys ``rank``, ``id``, ``status`` (see :data:`STATUS_ORDER`), ``loss``
         (NaN when unknown), ``score`` (the sampler's hardness score),
         ``prob`` (chance of being picked by one draw), ``draws``, ``pool``
-        when there are several pools, ``persistently_hard`` (1/0) when the
-        sampler's noise guard flagged any example, and the joined columns.
+        when there are several pools, ``persistently_hard`` (1/0, flagged at
+        the checkpoint) and ``ever_persistently_hard`` (1/0, flagged at any
+        point before it) when the sampler's noise guard has flagged any
+        example, and the joined columns.
     """
     ids = _sampler_ids(sampler)
     n = len(ids)
@@ -285,8 +287,14 @@ def rank_examples(sampler, table=None, columns=None):
         probs = np.full(n, np.nan)
     # The noise guard's flag (persistently above the pool's score quantile).
     flagged = getattr(losses_table, "persistently_hard", None)
-    if flagged is not None and not np.asarray(flagged).any():
-        flagged = None
+    ever = getattr(losses_table, "ever_persistently_hard", None)
+    if ever is not None and flagged is not None:
+        ever = np.asarray(ever) | np.asarray(flagged)
+    if (
+        flagged is not None
+        and not np.asarray(ever if ever is not None else flagged).any()
+    ):
+        flagged = ever = None
     not_drawn = (draws == 0) & ~broken
     loss = np.where(broken | not_drawn, np.nan, loss)
     status = np.where(broken, 0, np.where(not_drawn, 2, 1))
@@ -324,6 +332,8 @@ def rank_examples(sampler, table=None, columns=None):
             row["pool"] = pools[i]
         if flagged is not None:
             row["persistently_hard"] = int(flagged[i])
+            if ever is not None:
+                row["ever_persistently_hard"] = int(ever[i])
         if table is not None:
             record = table.get(uid, {})
             for column in columns:
@@ -617,7 +627,7 @@ def format_rows(rows, limit=10, path_width=60):
     path_cols = audio_columns(rows[0])
     extra = [
         c
-        for c in ("pool", "persistently_hard") + LABEL_COLUMNS
+        for c in ("pool", "persistently_hard", "ever_persistently_hard") + LABEL_COLUMNS
         if c in rows[0] and c != "duration"
     ]
     shown = path_cols[:1]

@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from hardmine.synthetic.hard_gsc import SUBGROUPS_FILE, hard_gsc_default, make_hard_gsc
 from hardmine.synthetic.layouts import default_wsj0mix
@@ -343,7 +344,13 @@ def guard_flags(folder, subgroups):
         ``train`` (examples), ``mislabelled`` (training clips filed under
         another word), ``mislabelled_flagged``, ``low_snr_flagged``, and
         ``recall`` (share of the mislabelled clips flagged) and ``precision``
-        (share of the flagged that are mislabelled; NaN with none flagged).
+        (share of the flagged that are mislabelled; NaN with none flagged);
+        the same four with the prefix ``ever_`` for the examples flagged at
+        any point of the run (``ever_persistently_hard``; equal to the
+        above for checkpoints saved before that record was kept); and, as a
+        control, ``loss_top_recall`` and ``ever_loss_top_recall``: the share
+        of the mislabelled clips among the as many examples of highest latest
+        loss (the order of :mod:`hardmine.tools.hardest`).
     """
     config = sampler_config(read_saved_hparams(str(Path(folder) / "hyperparams.yaml")))
     if config is None or config[1].get("score_clip_quantile") is None:
@@ -354,37 +361,107 @@ def guard_flags(folder, subgroups):
     ids = [r["id"] for r in report.rows]
     flagged = {r["id"] for r in report.rows if r.get("persistently_hard")}
     wrong = {i for i in ids if subgroups.get(i, {}).get("mislabelled") == "1"}
-    low = {i for i in flagged if subgroups.get(i, {}).get("low_snr") == "1"}
-    hit = len(flagged & wrong)
-    return {
-        "train": len(ids),
-        "flagged": len(flagged),
-        "mislabelled": len(wrong),
-        "mislabelled_flagged": hit,
-        "low_snr_flagged": len(low),
-        "recall": hit / len(wrong) if wrong else math.nan,
-        "precision": hit / len(flagged) if flagged else math.nan,
+    ever = {
+        r["id"]
+        for r in report.rows
+        if r.get("ever_persistently_hard", r.get("persistently_hard"))
     }
+    by_loss = [
+        r["id"]
+        for r in sorted(report.rows, key=lambda r: -r["loss"])
+        if math.isfinite(r["loss"])
+    ]
+    out = {"train": len(ids), "mislabelled": len(wrong)}
+    for prefix, chosen in (("", flagged), ("ever_", ever)):
+        hit = len(chosen & wrong)
+        low = {i for i in chosen if subgroups.get(i, {}).get("low_snr") == "1"}
+        out.update(
+            {
+                f"{prefix}flagged": len(chosen),
+                f"{prefix}mislabelled_flagged": hit,
+                f"{prefix}low_snr_flagged": len(low),
+                f"{prefix}recall": hit / len(wrong) if wrong else math.nan,
+                f"{prefix}precision": hit / len(chosen) if chosen else math.nan,
+                f"{prefix}loss_top_recall": (
+                    len(set(by_loss[: len(chosen)]) & wrong) / len(wrong)
+                    if wrong
+                    else math.nan
+                ),
+            }
+        )
+    return out
 
 
 def guard_table(guard):
-    """Markdown lines for :func:`guard_flags` results, ``{variant: {seed: dict}}``."""
+    """Markdown lines for :func:`guard_flags` results, ``{variant: {seed: dict}}``.
+
+    One row per seed for the flags at the final checkpoint and for those
+    raised at any point of the run, each with the control of as many
+    examples taken by latest loss; then per variant the means over seeds
+    with a 95 % t interval (``scipy.stats.t``).
+    """
     lines = [
-        "Noise guard against the set's mislabelled training clips (final checkpoint, per seed):",
+        "Noise guard against the set's mislabelled training clips, per seed: flagged at the "
+        "final checkpoint, and flagged at any point of the run (`ever`); `by loss`: recall of "
+        "as many examples taken by highest latest loss (the `hardest` ranking):",
         "",
-        "| variant | seed | flagged / train | mislabelled flagged | recall | precision | "
-        "low-SNR among flagged |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | seed | flagged / train | mislabelled flagged | recall | by loss | "
+        "precision | low-SNR among flagged | ever flagged | ever mislabelled | ever recall | "
+        "ever by loss | ever precision |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def share(value):
+        return "n/a" if value is None or math.isnan(value) else f"{value:.2f}"
+
     for v, per_seed in guard.items():
         for seed, g in per_seed.items():
-            precision = "n/a" if math.isnan(g["precision"]) else f"{g['precision']:.2f}"
             lines.append(
                 f"| {v} | {seed} | {g['flagged']} / {g['train']} | "
-                f"{g['mislabelled_flagged']} of {g['mislabelled']} | {g['recall']:.2f} | "
-                f"{precision} | {g['low_snr_flagged']} |"
+                f"{g['mislabelled_flagged']} of {g['mislabelled']} | {share(g['recall'])} | "
+                f"{share(g.get('loss_top_recall'))} | {share(g['precision'])} | "
+                f"{g['low_snr_flagged']} | {g.get('ever_flagged', g['flagged'])} | "
+                f"{g.get('ever_mislabelled_flagged', g['mislabelled_flagged'])} | "
+                f"{share(g.get('ever_recall', g['recall']))} | "
+                f"{share(g.get('ever_loss_top_recall'))} | "
+                f"{share(g.get('ever_precision', g['precision']))} |"
             )
+    lines.append("")
+    for v, per_seed in guard.items():
+        parts = []
+        for key in (
+            "recall",
+            "loss_top_recall",
+            "precision",
+            "ever_recall",
+            "ever_loss_top_recall",
+            "ever_precision",
+        ):
+            values = [g.get(key, math.nan) for g in per_seed.values()]
+            label = key.replace("_", " ").replace("loss top recall", "recall by loss")
+            parts.append(f"{label} {mean_interval(values)}")
+        lines.append(f"- {v}: " + "; ".join(parts))
     return lines
+
+
+def mean_interval(values):
+    """``"mean [low, high]"`` of ``values`` with a 95 % t interval (NaN dropped).
+
+    Example
+    -------
+    >>> mean_interval([0.4, 0.5, 0.6])
+    '0.50 [0.25, 0.75]'
+    """
+    values = np.asarray([x for x in values if not math.isnan(x)], dtype=np.float64)
+    if values.size == 0:
+        return "n/a"
+    mean = float(values.mean())
+    if values.size < 2 or float(values.std()) == 0.0:
+        return f"{mean:.2f}"
+    low, high = stats.t.interval(
+        0.95, values.size - 1, loc=mean, scale=float(stats.sem(values))
+    )
+    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
 
 
 def sep_run(folder, subgroups):

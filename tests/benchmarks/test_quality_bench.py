@@ -52,6 +52,10 @@ def test_quick_kws_ruler_writes_paired_statistics(tmp_path, monkeypatch):
         # Every training clip of the sidecar, plus the silence crops.
         assert g["train"] > sum(r["split"] == "train" for r in sidecar)
         assert 0 <= g["mislabelled_flagged"] <= min(g["flagged"], wrong)
+        # Flagged at any point of the run includes the flags at its end.
+        assert g["ever_flagged"] >= g["flagged"]
+        assert g["mislabelled_flagged"] <= g["ever_mislabelled_flagged"] <= wrong
+        assert 0.0 <= g["loss_top_recall"] <= g["ever_loss_top_recall"] <= 1.0
     assert "Noise guard against the set's mislabelled" in report
     for variant in ("baseline", "isbl_guarded"):
         for metric in ruler.KWS_METRICS:

@@ -373,6 +373,13 @@ def test_noise_guard_flags_reach_the_report():
     flagged = {r["id"] for r in rows if r["persistently_hard"]}
     assert flagged == {"u0", "u1"}
     assert "persistently_hard" in format_rows(rows).splitlines()[0]
+    assert {r["id"] for r in rows if r["ever_persistently_hard"]} >= {"u0", "u1"}
+    # u0 is learned at last: its flag lifts, the column of the run's record keeps it.
+    sampler.observe(["u0"], [0.01])
+    rows = {r["id"]: r for r in rank_examples(sampler)}
+    assert rows["u0"]["persistently_hard"] == 0
+    assert rows["u0"]["ever_persistently_hard"] == 1
+    assert "ever_persistently_hard" in format_rows(list(rows.values())).splitlines()[0]
     # Without the guard there is no such column.
     plain = ISBLSampler(DynamicItemDataset(data), batch_size=4)
     assert "persistently_hard" not in rank_examples(plain)[0]
