@@ -515,21 +515,21 @@ class BatchSamplerBase(torch.utils.data.Sampler):
         """Times each example was drawn into a global batch (read-only)."""
         return read_only(self._draw_counts)
 
-    @property
-    def persistently_hard(self):
-        """The noise guard's flags (boolean, read-only); all False without an ISBL leaf."""
+    def _guard_mask(self, name):
         table = self._leaf.table
         if table is None:
             return read_only(np.zeros(len(self.ids), dtype=bool))
-        return table.persistently_hard
+        return getattr(table, name)
+
+    @property
+    def persistently_hard(self):
+        """The noise guard's flags (boolean, read-only); all False without an ISBL leaf."""
+        return self._guard_mask("persistently_hard")
 
     @property
     def ever_persistently_hard(self):
         """Examples the noise guard flagged at any point (boolean, read-only)."""
-        table = self._leaf.table
-        if table is None:
-            return read_only(np.zeros(len(self.ids), dtype=bool))
-        return table.ever_persistently_hard
+        return self._guard_mask("ever_persistently_hard")
 
     def stats(self):
         """Coverage, the leaf's statistics and ``is_beta`` (when on).
