@@ -285,15 +285,11 @@ def rank_examples(sampler, table=None, columns=None):
         probs = np.asarray(sampler.draw_probabilities(), dtype=np.float64)
     else:
         probs = np.full(n, np.nan)
-    # The noise guard's flag (persistently above the pool's score quantile).
+    # The noise guard's flags (persistently above the pool's score quantile),
+    # now and at any point: the second holds the first.
     flagged = getattr(losses_table, "persistently_hard", None)
     ever = getattr(losses_table, "ever_persistently_hard", None)
-    if ever is not None and flagged is not None:
-        ever = np.asarray(ever) | np.asarray(flagged)
-    if (
-        flagged is not None
-        and not np.asarray(ever if ever is not None else flagged).any()
-    ):
+    if ever is None or not np.asarray(ever).any():
         flagged = ever = None
     not_drawn = (draws == 0) & ~broken
     loss = np.where(broken | not_drawn, np.nan, loss)
@@ -332,8 +328,7 @@ def rank_examples(sampler, table=None, columns=None):
             row["pool"] = pools[i]
         if flagged is not None:
             row["persistently_hard"] = int(flagged[i])
-            if ever is not None:
-                row["ever_persistently_hard"] = int(ever[i])
+            row["ever_persistently_hard"] = int(ever[i])
         if table is not None:
             record = table.get(uid, {})
             for column in columns:
