@@ -412,19 +412,17 @@ def guard_table(guard):
     ]
 
     def share(value):
-        return "n/a" if value is None or math.isnan(value) else f"{value:.2f}"
+        return "n/a" if math.isnan(value) else f"{value:.2f}"
 
     for v, per_seed in guard.items():
         for seed, g in per_seed.items():
             lines.append(
                 f"| {v} | {seed} | {g['flagged']} / {g['train']} | "
                 f"{g['mislabelled_flagged']} of {g['mislabelled']} | {share(g['recall'])} | "
-                f"{share(g.get('loss_top_recall'))} | {share(g['precision'])} | "
-                f"{g['low_snr_flagged']} | {g.get('ever_flagged', g['flagged'])} | "
-                f"{g.get('ever_mislabelled_flagged', g['mislabelled_flagged'])} | "
-                f"{share(g.get('ever_recall', g['recall']))} | "
-                f"{share(g.get('ever_loss_top_recall'))} | "
-                f"{share(g.get('ever_precision', g['precision']))} |"
+                f"{share(g['loss_top_recall'])} | {share(g['precision'])} | "
+                f"{g['low_snr_flagged']} | {g['ever_flagged']} | "
+                f"{g['ever_mislabelled_flagged']} | {share(g['ever_recall'])} | "
+                f"{share(g['ever_loss_top_recall'])} | {share(g['ever_precision'])} |"
             )
     lines.append("")
     for v, per_seed in guard.items():
@@ -437,7 +435,7 @@ def guard_table(guard):
             "ever_loss_top_recall",
             "ever_precision",
         ):
-            values = [g.get(key, math.nan) for g in per_seed.values()]
+            values = [g[key] for g in per_seed.values()]
             label = key.replace("_", " ").replace("loss top recall", "recall by loss")
             parts.append(f"{label} {mean_interval(values)}")
         lines.append(f"- {v}: " + "; ".join(parts))
