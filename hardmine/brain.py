@@ -14,8 +14,9 @@ gradient accumulation, gradient clipping, ``on_fit_batch_*`` hooks and
 2. examples whose data pipeline reported an ``audio_problem`` leave the batch
    (each named once in the log and counted);
 3. a non-finite loss skips the batch (``loss_limit``);
-4. ``threshold_filter`` drops the examples that are already easy; if none are
-   left the batch is skipped as "all easy";
+4. ``threshold_filter`` drops the examples that are already easy (and, with
+   ``keep_hardest``, all but that share of the hardest); if none are left the
+   batch is skipped as "all easy";
 5. ``reweighting`` turns the remaining losses into ``sum_i p_i L_i``;
 6. a final loss ``>= loss_upper_lim`` skips the batch.
 
@@ -529,7 +530,7 @@ class HardMiningBrain(sb.Brain):
             return "nonfinite", keep
         if not keep.any():
             return "all_bad_audio", keep
-        easy = keep & ~self.threshold_filter.keep(detached)
+        easy = keep & ~self.threshold_filter.keep(detached, keep)
         self._count["examples_filtered"] += int(easy.sum())
         keep = keep & ~easy
         return (None if keep.any() else "all_easy"), keep

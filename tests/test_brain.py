@@ -194,6 +194,43 @@ def test_all_easy_batch_is_skipped_and_counted():
     assert brain.mining_stats["examples_filtered"] == 6
 
 
+def test_keep_hardest_keeps_the_top_share_of_the_usable_examples():
+    # 7 examples, one with broken audio: ceil(0.5 * 6) = 3 of the 6 others stay.
+    brain = build(FixedLosses, {"threshold_filter": ThresholdFilter(None, 0.5)})
+    losses = torch.tensor([0.2, 5.0, 0.9, 0.4, 9.0, 3.0, 0.1])
+    batch = make_batch(torch.zeros(7, 4), losses)
+    batch.audio_problem = ["", "", "", "", "clipped", "", ""]
+    loss = train_loss(brain, batch)
+    assert float(loss.detach()) == pytest.approx((5.0 + 0.9 + 3.0) / 3)
+    assert brain._count["examples_filtered"] == 3
+    assert brain._batch_weight == 3  # the stage average counts the kept three
+
+
+def test_keep_hardest_after_the_threshold():
+    # The threshold drops 2 of 6; of the 4 left, ceil(0.75 * 4) = 3 stay.
+    f = ThresholdFilter(-30.0, keep_hardest=0.75)
+    losses = torch.tensor([-40.0, -10.0, -31.0, -20.0, -5.0, -25.0])
+    assert f.keep(losses).tolist() == [False, True, False, True, True, False]
+    # Equal losses: the earlier example first; a share of 1 keeps them all.
+    tied = torch.tensor([1.0, 2.0, 1.0, 1.0])
+    assert ThresholdFilter(None, 0.5).keep(tied).tolist() == [True, True, False, False]
+    assert ThresholdFilter(None, 1.0).keep(tied).all()
+
+
+def test_keep_hardest_gradient_is_the_mean_gradient_of_the_kept_examples():
+    batch = regression_batches(n=1, size=8)[0]
+    brain = build(Regressor, {"threshold_filter": ThresholdFilter(None, 0.25)})
+    loss = train_loss(brain, batch)
+    loss.backward()
+    got = brain.modules.model.weight.grad.clone()
+    with torch.no_grad():
+        each = ((brain.modules.model(batch.x) - batch.y) ** 2).mean(dim=1)
+    top = torch.argsort(each, descending=True)[:2]
+    brain.modules.model.weight.grad = None
+    ((brain.modules.model(batch.x[top]) - batch.y[top]) ** 2).mean().backward()
+    assert torch.allclose(got, brain.modules.model.weight.grad)
+
+
 # ------------------------------------------------------------ reweighting
 @pytest.mark.parametrize("temperature", [0.5, 2.0, 10.0])
 def test_robust_weights_equal_softmax_over_temperature(temperature):
@@ -592,6 +629,9 @@ def test_evaluation_averages_usable_examples_only():
     "make, field",
     [
         (lambda: ThresholdFilter("minus thirty"), "threshold"),
+        (lambda: ThresholdFilter(None, keep_hardest=0.0), "keep_hardest"),
+        (lambda: ThresholdFilter(None, keep_hardest=1.5), "keep_hardest"),
+        (lambda: ThresholdFilter(None, keep_hardest="half"), "keep_hardest"),
         (lambda: LossLimit(loss_upper_lim="big"), "loss_upper_lim"),
         (lambda: LossLimit(max_consecutive_skips=0), "max_consecutive_skips"),
         (lambda: SoftmaxReweighting("hardest"), "reweight_mode"),
@@ -664,6 +704,7 @@ def test_missing_class_field_in_batch_names_it():
 # ------------------------------------------------ training with each feature
 FEATURES = {
     "threshold": {"threshold_filter": ThresholdFilter(0.001)},
+    "keep_hardest": {"threshold_filter": ThresholdFilter(None, keep_hardest=0.5)},
     "loss_limit": {"loss_limit": LossLimit(loss_upper_lim=1e6)},
     "robust": {"reweighting": SoftmaxReweighting("robust", temperature=1.0)},
     "curriculum": {

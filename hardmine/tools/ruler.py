@@ -176,6 +176,35 @@ KWS = Task(
         "--isbl_pool_alpha '{_unknown_: 1.0, _silence_: 1.0}' "
         "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
         "--isbl_score_clip_quantile 0.95",
+        # Selective backprop: only the half of each batch with the highest
+        # losses stays in the loss (16 of 32 clips per step).
+        "selective": "hparams/kws.yaml --keep_hardest 0.5",
+        # The same keeping three quarters (24 of 32).
+        "selective_75": "hparams/kws.yaml --keep_hardest 0.75",
+        # Selective backprop as its authors run it: twice the clips go
+        # forward (batches of 64) and the hardest half, 32 like the baseline's
+        # batch, is backpropagated; an epoch is half as many steps.
+        "selective_b64": "hparams/kws.yaml --batch_size 64 --keep_hardest 0.5",
+        # The control of selective_b64: batches of 64, every clip in the loss.
+        "baseline_b64": "hparams/kws.yaml --batch_size 64",
+        # Negatives subsampled, as KWS recipes train with a share of the
+        # unknown words: one negative drawn per four keywords (about 440 of
+        # the 1,200 negatives an epoch), uniformly within each pool.
+        "negatives_sub_uniform": "hparams/kws_isbl.yaml --isbl_alpha 0.0 "
+        "--isbl_pool_mix '{targets: 1.0, negatives: 0.25}'",
+        # The same share of negatives, the hardest ones (loss power 1, with
+        # isbl_guarded's exploration and guard): Hou et al.'s setting, mining
+        # which negatives a fixed negative:keyword ratio is filled with.
+        "negatives_sub_hard": "hparams/kws_isbl.yaml "
+        "--isbl_pool_alpha '{targets: 0.0, negatives: 1.0}' "
+        "--isbl_pool_mix '{targets: 1.0, negatives: 0.25}' "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
+        "--isbl_score_clip_quantile 0.95",
+        # isbl_hard_negatives with the hardest half of each batch in the loss.
+        "selective_hard_negatives": "hparams/kws_isbl.yaml --keep_hardest 0.5 "
+        "--isbl_pool_alpha '{targets: 0.0, negatives: 1.0}' "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
+        "--isbl_score_clip_quantile 0.95",
     },
     epochs=5,
     # The benchmark set has its noise mixed in already; the recipe's own

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import shlex
 import socket
 import subprocess
 import sys
@@ -176,6 +177,16 @@ def test_reweighting_yaml_handles(tmp_path, tiny_corpus):
     robust = _load("kws_robust", tmp_path, tiny_corpus, {"reweight_temperature": 3.0})
     assert robust["reweighting"].mode == "robust"
     assert robust["reweighting"].temperature(1, 0) == 3.0
+
+
+@pytest.mark.parametrize("variant", ["kws", "kws_isbl"])
+def test_keep_hardest_handle(variant, tmp_path, tiny_corpus):
+    assert _load(variant, tmp_path, tiny_corpus)["threshold_filter"].active is False
+    h = _load(variant, tmp_path, tiny_corpus, {"keep_hardest": 0.5})
+    assert h["threshold_filter"].keep_hardest == 0.5
+    assert h["threshold_filter"].threshold is None
+    with pytest.raises(ConfigError, match="^keep_hardest: must be <= 1.0, got 2.0"):
+        _load(variant, tmp_path, tiny_corpus, {"keep_hardest": 2})
 
 
 def test_pipeline_items_and_label_order(tmp_path, tiny_corpus):
@@ -467,3 +478,16 @@ def test_recipe_mines_negatives_by_false_alarms(tmp_path, tiny_corpus):
     assert stats["epoch"] == 1 and stats["examples"] >= len(
         _rows(out / "save" / "train.csv")
     )
+
+
+def test_every_ruler_variant_loads(tmp_path, tiny_corpus):
+    # A typo in a ruler variant's handles would only show after a benchmark
+    # has spent its first runs: each variant's command line must load.
+    from hardmine.tools.ruler import KWS
+
+    for name, spec in KWS.variants.items():
+        path, *args = shlex.split(spec)
+        _, _, overrides = sb.parse_arguments([str(RECIPE / path), *args])
+        handles = yaml.safe_load(overrides) if overrides else {}
+        hparams = _load(pathlib.Path(path).stem, tmp_path, tiny_corpus, handles)
+        assert set(handles) <= set(hparams), (name, set(handles) - set(hparams))

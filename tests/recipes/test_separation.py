@@ -196,6 +196,7 @@ def test_yaml_loads_with_baseline_semantics(recipe, name):
 # Every mining handle, in every separation YAML file.
 MINING_HANDLES = {
     "threshold",
+    "keep_hardest",
     "loss_upper_lim",
     "max_consecutive_skips",
     "sampler",
