@@ -539,9 +539,9 @@ def steps_to_target(curve, target, higher_better):
     return None
 
 
-def analyse(task, runs, curves, metrics, metric_fn):
-    """Per-variant summaries and paired statistics against ``baseline``."""
-    seeds = sorted(runs["baseline"])
+def analyse(task, runs, curves, metrics, metric_fn, reference="baseline"):
+    """Per-variant summaries and paired statistics against ``reference``."""
+    seeds = sorted(runs[reference])
     values = {
         v: {
             m: [
@@ -564,8 +564,8 @@ def analyse(task, runs, curves, metrics, metric_fn):
             }
             for m, x in values[v].items()
         }
-        base_total = [curves["baseline"][s][-1]["step"] for s in seeds]
-        targets = [curves["baseline"][s][-1]["value"] for s in seeds]
+        base_total = [curves[reference][s][-1]["step"] for s in seeds]
+        targets = [curves[reference][s][-1]["value"] for s in seeds]
         reached = [
             steps_to_target(curves[v][s], t, task.higher_better)
             for s, t in zip(seeds, targets)
@@ -578,23 +578,26 @@ def analyse(task, runs, curves, metrics, metric_fn):
                 for r, b in zip(reached, base_total)
             ],
         }
-        if v == "baseline":
+        if v == reference:
             continue
         for s in seeds:
-            if list(runs[v][s]["ids"]) != list(runs["baseline"][s]["ids"]):
-                raise SystemExit(f"{v} seed {s}: test utterances differ from baseline")
+            if list(runs[v][s]["ids"]) != list(runs[reference][s]["ids"]):
+                raise SystemExit(
+                    f"{v} seed {s}: test utterances differ from {reference}"
+                )
         paired[v] = {
             m: {
-                "seeds": seed_difference(values[v][m], values["baseline"][m]),
+                "seeds": seed_difference(values[v][m], values[reference][m]),
                 "utterances": utterance_difference(
                     metric_fn(m),
                     [runs[v][s] for s in seeds],
-                    [runs["baseline"][s] for s in seeds],
+                    [runs[reference][s] for s in seeds],
                 ),
             }
             for m in metrics
         }
     return {
+        "reference": reference,
         "seeds": seeds,
         "summary": summary,
         "paired": paired,
@@ -616,8 +619,9 @@ def fmt(task, metric, value):
 def table(task, result, metrics):
     """Markdown table: mean ± sd over seeds, and the paired difference."""
     unit = "%" if task.name == "kws" else "dB"
+    reference = result.get("reference", "baseline")
     lines = [
-        f"| variant | metric ({unit}) | mean ± sd over seeds | Δ vs baseline, seeds [95 % CI] | "
+        f"| variant | metric ({unit}) | mean ± sd over seeds | Δ vs {reference}, seeds [95 % CI] | "
         "Δ, test utterances [95 % CI] |",
         "|---|---|---|---|---|",
     ]
@@ -643,11 +647,12 @@ def table(task, result, metrics):
             lines.append(f"| {v} | {m} | {cell} | {d_seed} | {d_utt} |")
     lines.append("")
     lines.append(
-        "Steps to the baseline's final validation value (fraction of the baseline's steps):"
+        f"Steps to the {reference}'s final validation value (fraction of the "
+        f"{reference}'s steps):"
     )
     lines.append("")
     for v, st in result["steps_to_target"].items():
-        if v == "baseline":
+        if v == reference:
             continue
         fr = ["never" if f is None else f"{f:.2f}" for f in st["fraction"]]
         limit = task.early_fraction
@@ -681,6 +686,12 @@ def parse(argv):
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (1..N)")
     p.add_argument("--variants", nargs="+", help="subset of the task's variants")
     p.add_argument("--epochs", type=int, help="training epochs per run")
+    p.add_argument(
+        "--reference",
+        default="baseline",
+        help="the variant every other one is paired with, and whose final "
+        "validation value defines 'early' (default baseline)",
+    )
     p.add_argument("--out", help="run folder (default results/quality/<task>)")
     p.add_argument("--data_folder", help="benchmark set (default: generated, cached)")
     p.add_argument("--quick", action="store_true", help="2 seeds, tiny data and model")
@@ -702,8 +713,9 @@ def run(args, command, echo=print):
     """
     task = TASKS[args.task]
     variants = args.variants or list(task.variants)
-    if "baseline" not in variants:
-        variants = ["baseline"] + variants
+    reference = args.reference
+    if reference not in variants:
+        variants = [reference] + variants
     unknown = sorted(set(variants) - set(task.variants))
     if unknown:
         raise SystemExit(
@@ -744,7 +756,7 @@ def run(args, command, echo=print):
             flags = guard_flags(folder, subgroups) if task.name == "kws" else None
             if flags is not None:
                 guard.setdefault(v, {})[seed] = flags
-    result = analyse(task, runs, curves, metrics, metric_fn)
+    result = analyse(task, runs, curves, metrics, metric_fn, reference)
     report = table(task, result, metrics)
     if guard:
         report += "\n\n" + "\n".join(guard_table(guard))

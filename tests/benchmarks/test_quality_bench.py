@@ -89,6 +89,20 @@ def test_quick_kws_ruler_writes_paired_statistics(tmp_path, monkeypatch):
         True,
         False,
     )
+    # The same runs paired against another variant (nothing is trained
+    # again): the signs flip and "early" is measured on that variant.
+    args = ["kws", "--quick", "--variants", "baseline", "--out", "runs"]
+    again = bench.main([*args, "--reference", "isbl_guarded", "--report", "ref.md"])
+    assert again["reference"] == "isbl_guarded"
+    assert set(again["paired"]) == {"baseline"}
+    flipped = again["paired"]["baseline"]["accuracy"]["seeds"]["mean"]
+    assert flipped == pytest.approx(-acc["seeds"]["mean"])
+    assert "Δ vs isbl_guarded" in (tmp_path / "ref.md").read_text()
+    assert again["steps_to_target"]["baseline"]["baseline_steps"] == [
+        saved["curves"]["isbl_guarded"][str(s)][-1]["step"] for s in (1, 2)
+    ]
+    with pytest.raises(SystemExit, match="unknown variants"):
+        bench.main(["kws", "--quick", "--reference", "nothing", "--out", "runs"])
 
 
 def test_seed_difference_interval_and_test():
