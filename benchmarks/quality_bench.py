@@ -12,6 +12,9 @@ continues where it stopped)::
     nice -n 5 .venv/bin/python benchmarks/quality_bench.py kws --variants baseline isbl
     nice -n 5 .venv/bin/python benchmarks/quality_bench.py sep   # 5 seeds
     .venv/bin/python benchmarks/quality_bench.py kws --quick --out /tmp/q  # a check
+    # a variant against its own control instead of the baseline
+    nice -n 5 .venv/bin/python benchmarks/quality_bench.py kws --variants negatives_sub_hard \
+        --reference negatives_sub_uniform
 
 Prints the table and writes ``quality_bench_<task>.json`` next to this
 script (into the ``--out`` folder when one is given) and the table as

@@ -25,6 +25,8 @@ Statistics against the baseline (:mod:`hardmine.tools.stats`): the mean
 per-seed difference with a bootstrap 95 % interval and the Wilcoxon
 signed-rank p-value, and for the test-set metrics a paired bootstrap over
 test utterances (one resample for both variants and every seed).
+``--reference`` names another variant to pair with (a mining variant's own
+control) and to measure "early" on.
 
 ``benchmarks/quality_bench.py`` and ``make demo`` run it
 (:func:`run`); see that script for the command lines.
