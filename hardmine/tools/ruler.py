@@ -202,6 +202,14 @@ KWS = Task(
         "--isbl_pool_mix '{targets: 1.0, negatives: 0.25}' "
         "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
         "--isbl_score_clip_quantile 0.95",
+        # The same two at one negative per two keywords (about 730 an epoch).
+        "negatives_half_uniform": "hparams/kws_isbl.yaml --isbl_alpha 0.0 "
+        "--isbl_pool_mix '{targets: 1.0, negatives: 0.5}'",
+        "negatives_half_hard": "hparams/kws_isbl.yaml "
+        "--isbl_pool_alpha '{targets: 0.0, negatives: 1.0}' "
+        "--isbl_pool_mix '{targets: 1.0, negatives: 0.5}' "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
+        "--isbl_score_clip_quantile 0.95",
         # isbl_hard_negatives with the hardest half of each batch in the loss.
         "selective_hard_negatives": "hparams/kws_isbl.yaml --keep_hardest 0.5 "
         "--isbl_pool_alpha '{targets: 0.0, negatives: 1.0}' "
