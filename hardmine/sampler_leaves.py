@@ -209,9 +209,10 @@ class ISBLLeaf:
         meta = {key: table[key] for key in ("n_observations", "size", "pool_checksum")}
         meta["batches_observed"] = self.batches
         arrays = {key: table[key] for key in ("scores", "quarantined", "seen")}
+        # Always kept: the decay needs it, and reports show how old a loss is.
+        arrays["last_observed"] = table["last_observed"].astype(np.int32)
         if self.table.score_decay:
             meta["n_decayed"] = self.n_decayed
-            arrays["last_observed"] = table["last_observed"].astype(np.int32)
         if table["unseen_order"] is not None:
             arrays["unseen_order"] = table["unseen_order"].astype(np.int32)
         if self.table.score_clip_quantile is not None:

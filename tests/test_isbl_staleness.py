@@ -74,12 +74,13 @@ def test_no_decay_when_off():
     assert "n_decayed" not in sampler.stats()
 
 
-def test_last_observed_epochs_are_checkpointed(tmp_path):
-    sampler = make_sampler(0.5)
+@pytest.mark.parametrize("decay", [0.5, 0.0])
+def test_last_observed_epochs_are_checkpointed(tmp_path, decay):
+    sampler = make_sampler(decay)
     two_epochs(sampler)
     np.testing.assert_array_equal(sampler.table.last_observed, [2, 1, 1, 1, 2, 1, -1])
     Checkpointer(tmp_path, {"sampler": sampler}).save_checkpoint(end_of_epoch=True)
-    resumed = make_sampler(0.5)
+    resumed = make_sampler(decay)
     Checkpointer(tmp_path, {"sampler": resumed}).recover_if_possible()
     np.testing.assert_array_equal(resumed.table.last_observed, [2, 1, 1, 1, 2, 1, -1])
     sampler.set_epoch(3)

@@ -263,8 +263,10 @@ def rank_examples(sampler, table=None, columns=None):
     list of dict
         Keys ``rank``, ``id``, ``status`` (see :data:`STATUS_ORDER`), ``loss``
         (NaN when unknown), ``score`` (the sampler's hardness score),
-        ``prob`` (chance of being picked by one draw), ``draws``, ``pool``
-        when there are several pools, ``persistently_hard`` (1/0, flagged at
+        ``prob`` (chance of being picked by one draw), ``draws``,
+        ``last_epoch`` (the sampler epoch of the latest loss, -1 if none: a
+        loss from an early epoch may be stale), ``pool`` when there are
+        several pools, ``persistently_hard`` (1/0, flagged at
         the checkpoint) and ``ever_persistently_hard`` (1/0, flagged at any
         point before it) when the sampler's noise guard has flagged any
         example, and the joined columns.
@@ -277,7 +279,9 @@ def rank_examples(sampler, table=None, columns=None):
         scores = np.asarray(losses_table.scores, dtype=np.float64)
         broken = np.asarray(losses_table.quarantined, dtype=bool)
         loss = loss_from_score(scores, losses_table.transform)
+        last = np.asarray(losses_table.last_observed, dtype=np.int64)
     else:
+        last = np.full(n, -1, dtype=np.int64)
         scores = np.full(n, np.nan)
         broken = np.zeros(n, dtype=bool)
         loss = np.full(n, np.nan)
@@ -323,6 +327,7 @@ def rank_examples(sampler, table=None, columns=None):
             "score": float(scores[i]),
             "prob": float(probs[i]),
             "draws": int(draws[i]),
+            "last_epoch": int(last[i]),
         }
         if pools is not None:
             row["pool"] = pools[i]
@@ -622,7 +627,8 @@ def format_rows(rows, limit=10, path_width=60):
     path_cols = audio_columns(rows[0])
     extra = [
         c
-        for c in ("pool", "persistently_hard", "ever_persistently_hard") + LABEL_COLUMNS
+        for c in ("last_epoch", "pool", "persistently_hard", "ever_persistently_hard")
+        + LABEL_COLUMNS
         if c in rows[0] and c != "duration"
     ]
     shown = path_cols[:1]

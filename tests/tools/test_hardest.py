@@ -205,6 +205,37 @@ def test_report_from_saved_checkpoint_equals_live_report(tmp_path):
         hardest.report_for_run(str(run), train_csv=str(run / "save" / "a_cv.csv"))
 
 
+def test_last_epoch_shows_how_old_each_loss_is(tmp_path):
+    """The epoch of each example's latest loss, live and from a checkpoint."""
+    run = tmp_path / "run"
+    (run / "save").mkdir(parents=True)
+    ids = [f"m{i}" for i in range(8)]
+    train_csv = write_sep_csv(run / "save" / "train.csv", ids)
+    saved_hparams(str(run), SEP_SAMPLER)
+    sampler, dataset = sep_sampler(train_csv, seed=7, epoch_length=40)
+    run_epoch(sampler, 1, {u: -5.0 for u in ids})
+    # Epoch 2 observes only (drawn clips of) the first half: the rest keep
+    # epoch 1's loss.
+    sampler.set_epoch(2)
+    fresh = set()
+    for batch in sampler:
+        names = [sampler.ids[i] for i in batch if sampler.ids[i] in ids[:4]]
+        sampler.observe(names, np.full(len(names), -1.0))
+        fresh.update(names)
+    assert 0 < len(fresh) <= 4
+    live = {r["id"]: r for r in hardest.rank_examples(sampler, table=dataset.data)}
+    assert {u: live[u]["last_epoch"] for u in ids} == {
+        u: 2 if u in fresh else 1 for u in ids
+    }
+    save_checkpoint(sampler, str(run), "CKPT+e2", unixtime=100.0)
+    saved = {r["id"]: r["last_epoch"] for r in hardest.report_for_run(str(run)).rows}
+    assert saved == {u: live[u]["last_epoch"] for u in ids}
+    assert "last_epoch" in hardest.format_rows(list(live.values())).splitlines()[0]
+    # Never observed: -1.
+    unseen, _ = sep_sampler(train_csv, seed=7)
+    assert {r["last_epoch"] for r in hardest.rank_examples(unseen)} == {-1}
+
+
 def test_report_probabilities_are_the_draw_frequencies(tmp_path):
     """Chi-square: draws of the reloaded sampler follow the reported probabilities."""
     run = tmp_path / "run"
