@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from hardmine.synthetic.gsc import CORE_KEYWORDS
 from hardmine.synthetic.hard_gsc import SUBGROUPS_FILE, hard_gsc_default, make_hard_gsc
 from hardmine.synthetic.layouts import default_wsj0mix
 from hardmine.tasks.kws_metrics import frr_at_far
@@ -85,6 +86,17 @@ class Task:
         #: this share of the baseline's steps (the targets of mining).
         self.early_fraction = early_fraction
 
+
+#: Class shares of the ``balanced_*`` KWS variants: each keyword 100 (the
+#: training set has 996 keyword clips, 28-29 of each rare word), the
+#: negatives at their counts (1,002 unknown words, 200 silence clips).
+BALANCED_MIX = (
+    "{"
+    + ", ".join(
+        [f"{w}: 100" for w in CORE_KEYWORDS] + ["_unknown_: 1002", "_silence_: 200"]
+    )
+    + "}"
+)
 
 KWS = Task(
     "kws",
@@ -210,6 +222,20 @@ KWS = Task(
         "--isbl_pool_mix '{targets: 1.0, negatives: 0.5}' "
         "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
         "--isbl_score_clip_quantile 0.95",
+        # Every class its own pool, the ten keywords drawn equally often (100
+        # each: the rare ones about 3.5 times their natural rate, the others
+        # 0.77 times), _unknown_ and _silence_ at their natural share (54.5 %
+        # of the draws), uniform within each class: rebalancing only.
+        "balanced_uniform": "hparams/kws_isbl.yaml --isbl_pool_field command "
+        f"--isbl_alpha 0.0 --isbl_pool_mix '{BALANCED_MIX}'",
+        # The same shares, _unknown_ and _silence_ drawn by loss (power 1,
+        # isbl_guarded's exploration and guard): rare keywords up by
+        # rebalancing, false alarms down by hard-negative mining.
+        "balanced_hard_negatives": "hparams/kws_isbl.yaml --isbl_pool_field command "
+        f"--isbl_alpha 0.0 --isbl_pool_mix '{BALANCED_MIX}' "
+        "--isbl_pool_alpha '{_unknown_: 1.0, _silence_: 1.0}' "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
+        "--isbl_score_clip_quantile 0.95",
         # isbl_hard_negatives with the hardest half of each batch in the loss.
         "selective_hard_negatives": "hparams/kws_isbl.yaml --keep_hardest 0.5 "
         "--isbl_pool_alpha '{targets: 0.0, negatives: 1.0}' "
@@ -330,6 +356,7 @@ def kws_run(folder, subgroups):
         "target": np.array([r["label"] in keywords for r in rows]),
         "rare": np.array([s.get("rare") == "1" for s in info]),
         "low_snr": np.array([s.get("low_snr") == "1" for s in info]),
+        "spoken": np.array([s.get("spoken", r["label"]) for s, r in zip(info, rows)]),
     }
 
 
@@ -359,6 +386,74 @@ def kws_metric(name):
 KWS_METRICS = ["accuracy", "rare_accuracy", "low_snr_accuracy"] + [
     f"frr@{f}" for f in FARS
 ]
+
+
+def frr_breakdown(run, far=FARS[0]):
+    """What sets one KWS run's false-reject rate at ``far``.
+
+    At the threshold of :func:`~hardmine.tasks.kws_metrics.frr_at_far`: the
+    keyword clips rejected, with how many of them are low-SNR or rare, and
+    the negatives accepted (the false alarms the budget allows), with the
+    words spoken in them.
+
+    Example
+    -------
+    >>> run = {"score": np.array([0.9, 0.25, 0.2, 0.8, 0.1, 0.3]),
+    ...        "target": np.array([1, 1, 1, 0, 0, 0], bool),
+    ...        "low_snr": np.array([0, 1, 1, 1, 0, 0], bool),
+    ...        "rare": np.array([0, 0, 1, 0, 0, 0], bool),
+    ...        "spoken": np.array(["yes", "no", "up", "bed", "cat", "dog"])}
+    >>> b = frr_breakdown(run, far=1 / 3)
+    >>> b["rejected"], b["rejected_low_snr"], b["rejected_rare"], b["false_alarms"]
+    (2, 2, 1, 1)
+    >>> b["alarm_words"]
+    {'bed': 1}
+    """
+    target, score = run["target"], run["score"]
+    threshold = frr_at_far(score[target], score[~target], far)["threshold"]
+    rejected = target & ~(score >= threshold)
+    alarms = ~target & (score >= threshold)
+    words, counts = np.unique(run["spoken"][alarms], return_counts=True)
+    return {
+        "keywords": int(target.sum()),
+        "rejected": int(rejected.sum()),
+        "rejected_low_snr": int((rejected & run["low_snr"]).sum()),
+        "rejected_rare": int((rejected & run["rare"]).sum()),
+        "low_snr_keywords": int((target & run["low_snr"]).sum()),
+        "rare_keywords": int((target & run["rare"]).sum()),
+        "false_alarms": int(alarms.sum()),
+        "alarm_words": {str(w): int(c) for w, c in zip(words, counts)},
+    }
+
+
+def breakdown_table(runs, far=FARS[0]):
+    """Markdown lines: :func:`frr_breakdown` per variant, summed over seeds."""
+    lines = [
+        f"What sets FRR at {far:.0%} FAR, summed over seeds: the keyword clips rejected "
+        "(low-SNR and rare among them, against their share of the keyword clips) and the "
+        "false alarms the budget allows (the words spoken in them, most frequent first):",
+        "",
+        "| variant | rejected / keyword clips | low-SNR | rare | false alarms | their words |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v, per_seed in runs.items():
+        parts = [frr_breakdown(r, far) for r in per_seed.values()]
+        total = {k: sum(p[k] for p in parts) for k in parts[0] if k != "alarm_words"}
+        words = {}
+        for p in parts:
+            for w, c in p["alarm_words"].items():
+                words[w] = words.get(w, 0) + c
+        rejected = max(total["rejected"], 1)
+        top = sorted(words.items(), key=lambda wc: (-wc[1], wc[0]))[:4]
+        lines.append(
+            f"| {v} | {total['rejected']} / {total['keywords']} | "
+            f"{total['rejected_low_snr'] / rejected:.0%} "
+            f"(of all {total['low_snr_keywords'] / total['keywords']:.0%}) | "
+            f"{total['rejected_rare'] / rejected:.0%} "
+            f"(of all {total['rare_keywords'] / total['keywords']:.0%}) | "
+            f"{total['false_alarms']} | " + ", ".join(f"{w} {c}" for w, c in top) + " |"
+        )
+    return lines
 
 
 def kws_subgroups(data):
@@ -768,6 +863,8 @@ def run(args, command, echo=print):
                 guard.setdefault(v, {})[seed] = flags
     result = analyse(task, runs, curves, metrics, metric_fn, reference)
     report = table(task, result, metrics)
+    if task.name == "kws":
+        report += "\n\n" + "\n".join(breakdown_table(runs))
     if guard:
         report += "\n\n" + "\n".join(guard_table(guard))
     return {

@@ -57,6 +57,7 @@ def test_quick_kws_ruler_writes_paired_statistics(tmp_path, monkeypatch):
         assert g["mislabelled_flagged"] <= g["ever_mislabelled_flagged"] <= wrong
         assert 0.0 <= g["loss_top_recall"] <= g["ever_loss_top_recall"] <= 1.0
     assert "Noise guard against the set's mislabelled" in report
+    assert "What sets FRR at 1% FAR" in report and "| isbl_guarded | " in report
     for variant in ("baseline", "isbl_guarded"):
         for metric in ruler.KWS_METRICS:
             s = saved["summary"][variant][metric]
@@ -103,6 +104,34 @@ def test_quick_kws_ruler_writes_paired_statistics(tmp_path, monkeypatch):
     ]
     with pytest.raises(SystemExit, match="unknown variants"):
         bench.main(["kws", "--quick", "--reference", "nothing", "--out", "runs"])
+
+
+def test_frr_breakdown_agrees_with_the_false_reject_rate():
+    rng = np.random.default_rng(5)
+    n = 400
+    target = rng.random(n) < 0.5
+    run = {
+        "target": target,
+        # Keywords score higher on the whole, low-SNR ones lower.
+        "low_snr": rng.random(n) < 0.3,
+        "rare": rng.random(n) < 0.2,
+        "spoken": rng.choice(["yes", "bed", "cat"], n),
+    }
+    run["score"] = rng.normal(1.0 * target - 0.8 * (target & run["low_snr"]), 0.5)
+    for far in (0.01, 0.05, 0.2):
+        b = ruler.frr_breakdown(run, far)
+        frr = ruler.frr_at_far(run["score"][target], run["score"][~target], far)
+        assert b["keywords"] == target.sum()
+        assert b["rejected"] / b["keywords"] == pytest.approx(frr["frr"])
+        assert b["false_alarms"] / (~target).sum() == pytest.approx(frr["far"])
+        assert sum(b["alarm_words"].values()) == b["false_alarms"]
+        assert b["rejected_rare"] <= b["rejected"]
+        # Low-SNR keywords score lower: over-represented among the rejected.
+        share = b["low_snr_keywords"] / b["keywords"]
+        assert b["rejected_low_snr"] / b["rejected"] > share + 0.05
+    lines = ruler.breakdown_table({"v": {1: run, 2: run}}, far=0.05)
+    b = ruler.frr_breakdown(run, 0.05)
+    assert f"| v | {2 * b['rejected']} / {2 * b['keywords']} |" in lines[-1]
 
 
 def test_seed_difference_interval_and_test():
