@@ -34,6 +34,7 @@ Example
 """
 
 import yaml
+from ruamel.yaml import resolver as ruamel_resolver
 
 from hardmine.validation import ConfigError
 
@@ -73,7 +74,18 @@ class Tagged:
 
 
 class TagLoader(yaml.SafeLoader):
-    """Safe YAML loader that keeps every ``!tag`` node as a :class:`Tagged` value."""
+    """Safe YAML loader that keeps every ``!tag`` node as a :class:`Tagged` value.
+
+    Plain scalars are typed as hyperpyyaml types them (YAML 1.2, ruamel.yaml),
+    not as PyYAML's YAML 1.1 does: ``yes``, ``no``, ``on`` and ``off`` (four
+    Speech Commands keywords) stay strings, ``1e-6`` is a float, ``1:30`` a
+    string and ``017`` the integer 17.
+
+    Example
+    -------
+    >>> yaml.load("{yes: 1e-6, off: 017, t: 1:30, ok: true}", Loader=TagLoader)
+    {'yes': 1e-06, 'off': 17, 't': '1:30', 'ok': True}
+    """
 
     #: Whether tagged nodes are kept (True) or read as None (False).
     keep_tags = True
@@ -98,6 +110,29 @@ def _construct_tagged(loader, suffix, node):
 
 
 TagLoader.add_multi_constructor("!", _construct_tagged)
+
+# ruamel.yaml's own YAML 1.2 table of implicit types (the reader hyperpyyaml
+# uses), for the types PyYAML's safe constructor builds.
+_TYPES = {f"tag:yaml.org,2002:{t}" for t in ("bool", "float", "int", "null", "merge")}
+_TYPES |= {"tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value"}
+TagLoader.yaml_implicit_resolvers = {}
+for _versions, _tag, _regexp, _first in ruamel_resolver.implicit_resolvers:
+    if (1, 2) in _versions and _tag in _TYPES:
+        TagLoader.add_implicit_resolver(_tag, _regexp, _first)
+
+
+def _construct_int(loader, node):
+    """A YAML 1.2 integer: decimal (leading zeros allowed), 0b, 0o or 0x."""
+    text = loader.construct_scalar(node).replace("_", "")
+    sign = -1 if text.startswith("-") else 1
+    text = text.lstrip("+-")
+    bases = {"0b": 2, "0o": 8, "0x": 16}
+    if text[:2] in bases:
+        return sign * int(text[2:], bases[text[:2]])
+    return sign * int(text)
+
+
+TagLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def read_document(path, tags=True):
