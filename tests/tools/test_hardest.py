@@ -108,6 +108,16 @@ seed: !ref <seed>
 """
 
 
+def sep_run_folder(tmp_path, n):
+    """A run folder with saved ISBL hparams and a training list of ``n`` mixtures."""
+    run = tmp_path / "run"
+    (run / "save").mkdir(parents=True)
+    ids = [f"m{i}" for i in range(n)]
+    train_csv = write_sep_csv(run / "save" / "train.csv", ids)
+    saved_hparams(str(run), SEP_SAMPLER)
+    return run, ids, train_csv
+
+
 def test_rank_orders_by_latest_loss_and_joins_paths(tmp_path):
     ids = [f"mix{i:02d}" for i in range(12)]
     csv_path = write_sep_csv(tmp_path / "wsj_tr.csv", ids)
@@ -207,11 +217,7 @@ def test_report_from_saved_checkpoint_equals_live_report(tmp_path):
 
 def test_last_epoch_shows_how_old_each_loss_is(tmp_path):
     """The epoch of each example's latest loss, live and from a checkpoint."""
-    run = tmp_path / "run"
-    (run / "save").mkdir(parents=True)
-    ids = [f"m{i}" for i in range(8)]
-    train_csv = write_sep_csv(run / "save" / "train.csv", ids)
-    saved_hparams(str(run), SEP_SAMPLER)
+    run, ids, train_csv = sep_run_folder(tmp_path, 8)
     sampler, dataset = sep_sampler(train_csv, seed=7, epoch_length=40)
     run_epoch(sampler, 1, {u: -5.0 for u in ids})
     # Epoch 2 observes only (drawn clips of) the first half: the rest keep
@@ -238,11 +244,7 @@ def test_last_epoch_shows_how_old_each_loss_is(tmp_path):
 
 def test_report_probabilities_are_the_draw_frequencies(tmp_path):
     """Chi-square: draws of the reloaded sampler follow the reported probabilities."""
-    run = tmp_path / "run"
-    (run / "save").mkdir(parents=True)
-    ids = [f"m{i}" for i in range(10)]
-    train_csv = write_sep_csv(run / "save" / "train.csv", ids)
-    saved_hparams(str(run), SEP_SAMPLER)
+    run, ids, train_csv = sep_run_folder(tmp_path, 10)
     sampler, _ = sep_sampler(train_csv, seed=7)
     run_epoch(sampler, 1, {u: -20.0 + 2.0 * i for i, u in enumerate(ids)})
     save_checkpoint(sampler, str(run), "CKPT+1", unixtime=1.0)
