@@ -236,6 +236,19 @@ KWS = Task(
         "--isbl_pool_alpha '{_unknown_: 1.0, _silence_: 1.0}' "
         "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
         "--isbl_score_clip_quantile 0.95",
+        # The mirror image of isbl_hard_negatives: keywords drawn by loss
+        # (power 1), _unknown_ and _silence_ uniformly; the hard keyword clips
+        # are mostly the low-SNR ones that make up the false rejects.
+        "isbl_hard_keywords": "hparams/kws_isbl.yaml "
+        "--isbl_pool_alpha '{targets: 1.0, negatives: 0.0}' "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
+        "--isbl_score_clip_quantile 0.95",
+        # balanced_uniform with every keyword class drawn by loss (power 1).
+        "balanced_hard_keywords": "hparams/kws_isbl.yaml --isbl_pool_field command "
+        f"--isbl_alpha 1.0 --isbl_pool_mix '{BALANCED_MIX}' "
+        "--isbl_pool_alpha '{_unknown_: 0.0, _silence_: 0.0}' "
+        "--isbl_unseen_score max --isbl_uniform_mix 0.05 "
+        "--isbl_score_clip_quantile 0.95",
         # isbl_hard_negatives with the hardest half of each batch in the loss.
         "selective_hard_negatives": "hparams/kws_isbl.yaml --keep_hardest 0.5 "
         "--isbl_pool_alpha '{targets: 0.0, negatives: 1.0}' "
