@@ -479,25 +479,31 @@ class ISBLSampler(BatchSamplerBase):
     def hardest(self, k=10):
         """The ``k`` examples with the highest latest score, hardest first.
 
+        The latest score as observed, before a moving average or the noise
+        guard's cap (which act on the draws).
+
         Returns
         -------
         list of dict
-            Keys ``id``, ``index``, ``pool``, ``score``, ``prob`` (chance per
-            draw), ``draws``, ``persistently_hard`` (the noise guard's flag)
-            and ``ever_persistently_hard`` (flagged at any point of the run).
+            Keys ``id``, ``index``, ``pool``, ``latest_score``, ``score`` (the
+            draws' score), ``prob`` (chance per draw), ``draws``,
+            ``persistently_hard`` (the noise guard's flag) and
+            ``ever_persistently_hard`` (flagged at any point of the run).
         """
         k = max(0, min(int(k), len(self.ids)))
         if k == 0:
             return []
+        latest = np.asarray(self.table.latest_scores)
         scores = np.asarray(self.table.scores)
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.lexsort((top, -scores[top]))]
+        top = np.argpartition(-latest, k - 1)[:k]
+        top = top[np.lexsort((top, -latest[top]))]
         probs = self.draw_probabilities()
         return [
             {
                 "id": self.ids[i],
                 "index": int(i),
                 "pool": self.pool_names[int(self.table.pool_of[i])],
+                "latest_score": float(latest[i]),
                 "score": float(scores[i]),
                 "prob": float(probs[i]),
                 "draws": int(self._draw_counts[i]),

@@ -311,6 +311,9 @@ class LossPowerTable:
         self.ids = ids
 
         self._scores = np.ones(self.size, dtype=np.float64)
+        # The latest finite score of each example as observed: no moving
+        # average, no noise-guard cap (for reports; the draws use _scores).
+        self._latest = np.ones(self.size, dtype=np.float64)
         self._quarantined = np.zeros(self.size, dtype=bool)
         self._seen = np.zeros(self.size, dtype=bool)  # has had a finite loss
         self._n_quarantined = 0
@@ -374,6 +377,15 @@ class LossPowerTable:
     def unseen(self):
         """Boolean mask of the examples never observed (no loss, finite or not)."""
         return ~self._seen & ~self._quarantined
+
+    @property
+    def latest_scores(self):
+        """Each example's latest finite score as observed (read-only).
+
+        Equal to :attr:`scores` unless ``momentum`` averages them or the
+        noise guard caps them; 1.0 before the first finite loss.
+        """
+        return read_only(self._latest)
 
     @property
     def last_observed(self):
@@ -609,6 +621,7 @@ class LossPowerTable:
             new_scores = self._guard.visit(idx, pools, hard, finite, new_scores)
         new_scores[~finite] = 0.0
         self._scores[idx] = new_scores
+        self._latest[idx[finite]] = hard[finite]
         self._quarantined[idx] = ~finite
         self._seen[idx] |= finite
         self._last_observed[idx] = self.epoch
@@ -883,6 +896,7 @@ class LossPowerTable:
             "quarantined": self._quarantined.copy(),
             "seen": self._seen.copy(),
             "last_observed": self._last_observed.copy(),
+            "latest": self._latest.copy(),
             **self._guard.state(),
             "unseen_order": self._unseen.order() if self._explore else None,
             "n_observations": self.n_observations,
@@ -897,7 +911,8 @@ class LossPowerTable:
         the restored scores, so these may be changed between runs. Entries
         missing from older states take their best guess: ``seen`` from the
         scores, the last observation in the current :attr:`epoch` for seen
-        examples, no streaks, no flags, no thresholds.
+        examples, the scores as the latest scores, no streaks, no flags, no
+        thresholds.
         """
         if int(state["size"]) != self.size:
             raise ValueError(
@@ -920,6 +935,9 @@ class LossPowerTable:
         if last is None:
             last = np.where(self._seen | quarantined, self.epoch, -1)
         self._last_observed[:] = np.asarray(last, dtype=np.int64).reshape(self.size)
+        latest = state.get("latest")  # older states: the scores are the best guess
+        latest = scores if latest is None else np.asarray(latest, dtype=np.float64)
+        self._latest[:] = latest.reshape(self.size)
         self._guard.load(state)
         self._n_quarantined = int(np.count_nonzero(quarantined))
         self.n_observations = int(state["n_observations"])

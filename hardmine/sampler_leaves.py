@@ -211,6 +211,7 @@ class ISBLLeaf:
         arrays = {key: table[key] for key in ("scores", "quarantined", "seen")}
         # Always kept: the decay needs it, and reports show how old a loss is.
         arrays["last_observed"] = table["last_observed"].astype(np.int32)
+        arrays["latest"] = table["latest"]
         if self.table.score_decay:
             meta["n_decayed"] = self.n_decayed
         if table["unseen_order"] is not None:
@@ -253,6 +254,7 @@ class ISBLLeaf:
         )
         for key in (
             "last_observed",
+            "latest",
             "streak",
             "persistently_hard",
             "ever_persistently_hard",

@@ -141,6 +141,8 @@ def test_transforms_and_momentum():
     # Repeats in one batch are applied in order.
     table.observe_indices([1, 1], [3.0, 5.0])
     assert table.scores[1] == pytest.approx(0.9 * 3.0 + 0.1 * 5.0)
+    # Reports read the latest loss itself, not the average.
+    assert table.latest_scores.tolist() == [1.0, 5.0]
 
 
 def test_momentum_first_visits_replace_the_initial_score():

@@ -101,6 +101,11 @@ def test_guard_flags_survive_a_checkpoint(tmp_path, k):
         resumed.table.clip_thresholds, sampler.table.clip_thresholds
     )
     assert resumed.table.digest() == sampler.table.digest()
+    # The capped example keeps its latest loss for reports, across the resume.
+    assert sampler.table.scores[5] < 9.0 == sampler.table.latest_scores[5]
+    np.testing.assert_array_equal(
+        resumed.table.latest_scores, sampler.table.latest_scores
+    )
 
 
 def test_ever_flagged_survives_a_checkpoint_and_older_files(tmp_path):

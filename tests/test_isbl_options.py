@@ -282,6 +282,7 @@ def test_old_checkpoints_load_with_the_options_on(tmp_path):
     np.testing.assert_array_equal(
         new.table.last_observed, np.where(old.table.seen, 2, -1)
     )
+    np.testing.assert_array_equal(new.table.latest_scores, old.table.scores)
     assert stream(new, epochs=1)  # and it trains on
     plain = ISBLSampler(make_dataset(), 4, pool_field="lab", seed=3)
     plain._load(path, end_of_epoch=True)

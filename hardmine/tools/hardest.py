@@ -262,7 +262,9 @@ def rank_examples(sampler, table=None, columns=None):
     -------
     list of dict
         Keys ``rank``, ``id``, ``status`` (see :data:`STATUS_ORDER`), ``loss``
-        (NaN when unknown), ``score`` (the sampler's hardness score),
+        (the latest loss as observed, NaN when unknown), ``score`` (the
+        sampler's hardness score: averaged with ``momentum``, capped for the
+        noise guard's flagged examples),
         ``prob`` (chance of being picked by one draw), ``draws``,
         ``last_epoch`` (the sampler epoch of the latest loss, -1 if none: a
         loss from an early epoch may be stale), ``pool`` when there are
@@ -278,7 +280,12 @@ def rank_examples(sampler, table=None, columns=None):
     if losses_table is not None:
         scores = np.asarray(losses_table.scores, dtype=np.float64)
         broken = np.asarray(losses_table.quarantined, dtype=bool)
-        loss = loss_from_score(scores, losses_table.transform)
+        # The latest loss as observed: before a moving average or the noise
+        # guard's cap, which act on the draws' scores only.
+        latest = getattr(losses_table, "latest_scores", scores)
+        loss = loss_from_score(
+            np.asarray(latest, dtype=np.float64), losses_table.transform
+        )
         last = np.asarray(losses_table.last_observed, dtype=np.int64)
     else:
         last = np.full(n, -1, dtype=np.int64)

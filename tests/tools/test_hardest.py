@@ -242,6 +242,26 @@ def test_last_epoch_shows_how_old_each_loss_is(tmp_path):
     assert {r["last_epoch"] for r in hardest.rank_examples(unseen)} == {-1}
 
 
+def test_loss_column_is_the_latest_loss_not_the_capped_score(tmp_path):
+    """The noise guard caps a flagged example's score; the report keeps its loss."""
+    run, ids, train_csv = sep_run_folder(tmp_path, 12)
+    guard = dict(score_clip_quantile=0.5, persistent_visits=2, refresh_every=1)
+    sampler, dataset = sep_sampler(train_csv, seed=7, epoch_length=120, **guard)
+    losses = {u: -20.0 for u in ids}
+    losses["m3"] = 5.0  # never learned: flagged, its draws' score capped
+    run_epoch(sampler, 1, losses)
+    run_epoch(sampler, 2, losses)
+    assert sampler.persistently_hard[ids.index("m3")]
+    rows = hardest.rank_examples(sampler, table=dataset.data)
+    assert rows[0]["id"] == "m3" and rows[0]["persistently_hard"] == 1
+    assert rows[0]["loss"] == pytest.approx(5.0)
+    assert rows[0]["score"] < 10 ** (5.0 / 10) / 100  # capped near the others
+    assert sampler.hardest(1)[0]["id"] == "m3"
+    save_checkpoint(sampler, str(run), "CKPT+e2", unixtime=100.0)
+    saved = hardest.report_for_run(str(run)).rows
+    assert saved[0]["id"] == "m3" and saved[0]["loss"] == pytest.approx(5.0)
+
+
 def test_report_probabilities_are_the_draw_frequencies(tmp_path):
     """Chi-square: draws of the reloaded sampler follow the reported probabilities."""
     run, ids, train_csv = sep_run_folder(tmp_path, 10)
