@@ -456,14 +456,14 @@ def breakdown_table(runs, far=FARS[0]):
         for p in parts:
             for w, c in p["alarm_words"].items():
                 words[w] = words.get(w, 0) + c
-        rejected = max(total["rejected"], 1)
+        rejected, keywords = max(total["rejected"], 1), max(total["keywords"], 1)
         top = sorted(words.items(), key=lambda wc: (-wc[1], wc[0]))[:4]
         lines.append(
             f"| {v} | {total['rejected']} / {total['keywords']} | "
             f"{total['rejected_low_snr'] / rejected:.0%} "
-            f"(of all {total['low_snr_keywords'] / total['keywords']:.0%}) | "
+            f"(of all {total['low_snr_keywords'] / keywords:.0%}) | "
             f"{total['rejected_rare'] / rejected:.0%} "
-            f"(of all {total['rare_keywords'] / total['keywords']:.0%}) | "
+            f"(of all {total['rare_keywords'] / keywords:.0%}) | "
             f"{total['false_alarms']} | " + ", ".join(f"{w} {c}" for w, c in top) + " |"
         )
     return lines
