@@ -282,10 +282,8 @@ def rank_examples(sampler, table=None, columns=None):
         broken = np.asarray(losses_table.quarantined, dtype=bool)
         # The latest loss as observed: before a moving average or the noise
         # guard's cap, which act on the draws' scores only.
-        latest = getattr(losses_table, "latest_scores", scores)
-        loss = loss_from_score(
-            np.asarray(latest, dtype=np.float64), losses_table.transform
-        )
+        latest = np.asarray(losses_table.latest_scores, dtype=np.float64)
+        loss = loss_from_score(latest, losses_table.transform)
         last = np.asarray(losses_table.last_observed, dtype=np.int64)
     else:
         last = np.full(n, -1, dtype=np.int64)
