@@ -23,7 +23,9 @@ def test_over_sources_softmax_runs_over_every_entry():
     expected = torch.softmax(losses.flatten().double() / 2.0, 0).view(3, 2)
     assert p.shape == (3, 2)
     assert torch.allclose(p.double(), expected, atol=1e-6)
-    assert float(loss.detach()) == pytest.approx(float((expected * losses).sum()), abs=1e-5)
+    assert float(loss.detach()) == pytest.approx(
+        float((expected * losses).sum()), abs=1e-5
+    )
     # Not the softmax over the mixtures' mean losses.
     per_example = torch.softmax(losses.mean(1) / 2.0, 0)
     assert not torch.allclose(p.sum(1), per_example, atol=1e-3)
