@@ -110,9 +110,14 @@ class ISBLSampler(BatchSamplerBase):
     loss-driven; ``"uniform"`` gives every pool the same share; a number
     ``beta`` gives pool ``k`` the share ``size_k ** beta / sum(size ** beta)``
     (1 = natural, 0 = uniform, in between softens the imbalance); a mapping
-    ``{pool: weight}`` (every pool listed, weights >= 0, normalised) fixes the
-    shares. An empty mapping means ``"natural"``: it is the form a YAML
-    default must take for hyperpyyaml to accept a mapping override of it.
+    ``{pool: weight}`` (weights >= 0, normalised) fixes the shares. A weight
+    may also be ``"natural"`` (the pool's size) or ``"equal"`` (the pools
+    marked so share their total size evenly), and the key ``"*"`` gives the
+    weight of every pool not named: with one pool per class, ``{"*": "equal",
+    "_unknown_": "natural", "_silence_": "natural"}`` draws every keyword
+    equally often while keywords and negatives keep their share of the data.
+    An empty mapping means ``"natural"``: it is the form a YAML default must
+    take for hyperpyyaml to accept a mapping override of it.
 
     **Live draws.** Each batch is drawn when the DataLoader asks for it, from
     the losses known at that moment. The DataLoader asks ahead: with
@@ -214,6 +219,14 @@ class ISBLSampler(BatchSamplerBase):
     ... )
     >>> natural.pool_mix_probs.round(3).tolist()
     [0.333, 0.333, 0.333]
+    >>> labels = ["a"] * 6 + ["b"] * 2 + ["neg"] * 12
+    >>> skewed = {f"u{i}": {"lab": lab} for i, lab in enumerate(labels)}
+    >>> balanced = ISBLSampler(
+    ...     DynamicItemDataset(skewed), batch_size=4, pool_field="lab",
+    ...     pool_mix={"*": "equal", "neg": "natural"},
+    ... )
+    >>> balanced.pool_names, balanced.pool_mix_probs.round(3).tolist()
+    (['a', 'b', 'neg'], [0.2, 0.2, 0.6])
     >>> batch = next(iter(sampler))
     >>> sampler.observe([sampler.ids[i] for i in batch], [2.0, 0.5, 1.0, 3.0])
     >>> sampler.stats()["n_quarantined"]
@@ -386,16 +399,7 @@ class ISBLSampler(BatchSamplerBase):
                     f"pool -> weight, got {pool_mix!r}",
                 )
         elif isinstance(pool_mix, Mapping):
-            given = self._by_pool_name("pool_mix", pool_mix)
-            missing = [name for name in self.pool_names if name not in given]
-            if missing:
-                raise ConfigError("pool_mix", f"no weight for pool {missing[0]!r}")
-            weights = np.array(
-                [
-                    check_number(f"pool_mix.{name}", given[name], minimum=0.0)
-                    for name in self.pool_names
-                ]
-            )
+            weights = self._mix_weights(pool_mix, sizes)
             if not np.all(np.isfinite(weights)) or weights.sum() <= 0:
                 raise ConfigError("pool_mix", "weights must be finite and not all 0")
         elif isinstance(pool_mix, numbers.Real) and not isinstance(pool_mix, bool):
@@ -410,6 +414,36 @@ class ISBLSampler(BatchSamplerBase):
                 f"pool -> weight, got {pool_mix!r}",
             )
         return weights / weights.sum()
+
+    def _mix_weights(self, pool_mix, sizes):
+        """Pool weights of a ``{pool: weight}`` mix (see the class docstring)."""
+        given = dict(pool_mix)
+        default = given.pop("*", None)
+        given = self._by_pool_name("pool_mix", given)
+        weights = np.zeros(len(self.pool_names))
+        equal = np.zeros(len(self.pool_names), dtype=bool)
+        for k, name in enumerate(self.pool_names):
+            value = given.get(name, default)
+            if value is None:
+                raise ConfigError(
+                    "pool_mix",
+                    f"no weight for pool {name!r} (name it, or give a default "
+                    "under '*')",
+                )
+            if value == "natural":
+                weights[k] = sizes[k]
+            elif value == "equal":
+                equal[k] = True
+            elif isinstance(value, str):
+                raise ConfigError(
+                    f"pool_mix.{name}",
+                    f"must be a weight >= 0, 'natural' or 'equal', got {value!r}",
+                )
+            else:
+                weights[k] = check_number(f"pool_mix.{name}", value, minimum=0.0)
+        # The 'equal' pools share their natural total evenly.
+        weights[equal] = sizes[equal].mean() if equal.any() else 0.0
+        return weights
 
     # ----------------------------------------------------------- epochs
     def __len__(self):

@@ -248,6 +248,23 @@ POOLS = {"targets": ["yes", "no"], "negatives": ["_unknown_", "_silence_"]}
         (POOLS, "natural", {"targets": 20 / 45, "negatives": 25 / 45}),
         (POOLS, "uniform", {"targets": 0.5, "negatives": 0.5}),
         (POOLS, {"targets": 3, "negatives": 1}, {"targets": 0.75, "negatives": 0.25}),
+        # 'natural' is the pool's size, on the scale of the numbers given.
+        (
+            POOLS,
+            {"targets": "natural", "negatives": 5},
+            {"targets": 0.8, "negatives": 0.2},
+        ),
+        # Keywords equally often, keywords and negatives at their share.
+        (
+            None,
+            {"*": "equal", "_unknown_": "natural", "_silence_": "natural"},
+            {"yes": 10 / 45, "no": 10 / 45, "_unknown_": 20 / 45, "_silence_": 5 / 45},
+        ),
+        (
+            None,
+            {"*": 1, "yes": "equal", "_silence_": "equal"},
+            {"yes": 8.5 / 19, "no": 1 / 19, "_unknown_": 1 / 19, "_silence_": 8.5 / 19},
+        ),
         (
             None,
             0.5,
@@ -438,6 +455,22 @@ def test_stats_and_hardest():
                 "pools": POOLS,
                 "pool_mix": {"targets": 0, "negatives": 0},
             },
+            "pool_mix",
+        ),
+        (
+            {"pool_field": "lab", "pools": POOLS, "pool_mix": {"*": "balanced"}},
+            "pool_mix.targets",
+        ),
+        (
+            {"pool_field": "lab", "pools": POOLS, "pool_mix": {"targets": "equal"}},
+            "pool_mix",
+        ),
+        (
+            {"pool_field": "lab", "pools": POOLS, "pool_mix": {"*": True}},
+            "pool_mix.targets",
+        ),
+        (
+            {"pool_field": "lab", "pool_mix": {"*": "equal", "maybe": "natural"}},
             "pool_mix",
         ),
     ],

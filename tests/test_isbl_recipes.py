@@ -27,7 +27,7 @@ OPTIONS = {
 
 
 def test_every_recipe_file_forwards_every_option():
-    assert len(RECIPE_FILES) == 17
+    assert len(RECIPE_FILES) == 18
     fragment = (REPO / "hparams" / "isbl.yaml").read_text()
     for name, default in OPTIONS.items():
         assert f"\n{name}: {default}\n" in fragment, name

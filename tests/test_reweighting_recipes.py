@@ -30,7 +30,7 @@ def load(path, *args):
 
 
 def test_there_are_recipe_files():
-    assert len(FILES) == 17
+    assert len(FILES) == 18
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parts[-4]}/{p.name}")

@@ -228,6 +228,10 @@ KWS = Task(
         # of the draws), uniform within each class: rebalancing only.
         "balanced_uniform": "hparams/kws_isbl.yaml --isbl_pool_field command "
         f"--isbl_alpha 0.0 --isbl_pool_mix '{BALANCED_MIX}'",
+        # The recipe file of balanced_uniform's draws, for any data: every
+        # keyword equally often, _unknown_ and _silence_ at their natural share
+        # (pool_mix {"*": equal, ...}; here 99.6 clips' weight per keyword).
+        "balanced": "hparams/kws_balanced.yaml",
         # The same shares, _unknown_ and _silence_ drawn by loss (power 1,
         # isbl_guarded's exploration and guard): rare keywords up by
         # rebalancing, false alarms down by hard-negative mining.

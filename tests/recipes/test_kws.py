@@ -28,7 +28,14 @@ from hardmine.validation import ConfigError
 RECIPE = (
     pathlib.Path(__file__).resolve().parents[2] / "recipes/GoogleSpeechCommands/kws"
 )
-VARIANTS = ("kws", "kws_isbl", "kws_class_bias", "kws_robust", "kws_catpow")
+VARIANTS = (
+    "kws",
+    "kws_isbl",
+    "kws_balanced",
+    "kws_class_bias",
+    "kws_robust",
+    "kws_catpow",
+)
 # yes, no, up + _unknown_ (cat) + _silence_
 TINY_CLASSES = 5
 TINY_MODEL = KWS_TINY_MODEL
@@ -76,21 +83,30 @@ def test_variants_differ_only_in_the_mining_section():
         head, mining = parts(variant)
         assert head == base_head, variant
         assert mining != base_mining
-        # Full files differing in defaults: the same handles, one value changed.
+        # Full files differing in defaults: the same handles, values changed.
         changed = [
             (a, b)
             for a, b in zip(settings(base_mining), settings(mining), strict=True)
             if a != b
         ]
-        assert changed == [MINING_DEFAULTS[variant]], variant
+        assert changed == MINING_DEFAULTS[variant], variant
 
 
-# The one mining default each variant file changes in kws.yaml.
+# The mining defaults each variant file changes in kws.yaml.
 MINING_DEFAULTS = {
-    "kws_isbl": ("sampler: null", "sampler: isbl"),
-    "kws_catpow": ("sampler: null", "sampler: catpow"),
-    "kws_robust": ("reweight_mode: uniform", "reweight_mode: robust"),
-    "kws_class_bias": ("reweight_mode: uniform", "reweight_mode: class_bias"),
+    "kws_isbl": [("sampler: null", "sampler: isbl")],
+    "kws_balanced": [
+        ("sampler: null", "sampler: isbl"),
+        ("isbl_alpha: 0.75", "isbl_alpha: 0.0"),
+        ("isbl_pool_field: pool", "isbl_pool_field: command"),
+        (
+            "isbl_pool_mix: {}",
+            'isbl_pool_mix: {"*": equal, _unknown_: natural, _silence_: natural}',
+        ),
+    ],
+    "kws_catpow": [("sampler: null", "sampler: catpow")],
+    "kws_robust": [("reweight_mode: uniform", "reweight_mode: robust")],
+    "kws_class_bias": [("reweight_mode: uniform", "reweight_mode: class_bias")],
 }
 
 
@@ -109,8 +125,10 @@ def _entries(hparams):
 def test_base_file_takes_every_variant_from_the_command_line(
     variant, tmp_path, tiny_corpus
 ):
-    handle, value = MINING_DEFAULTS[variant][1].split(": ")
-    from_base = _load("kws", tmp_path, tiny_corpus, {handle: value})
+    # As the command line gives them: each value parsed as YAML.
+    overrides = dict(changed.split(": ", 1) for _, changed in MINING_DEFAULTS[variant])
+    overrides = {k: yaml.safe_load(v) for k, v in overrides.items()}
+    from_base = _load("kws", tmp_path, tiny_corpus, overrides)
     assert _entries(from_base) == _entries(_load(variant, tmp_path, tiny_corpus))
 
 
@@ -144,6 +162,33 @@ def test_num_workers_handle(variant, tmp_path, tiny_corpus):
     hparams = _load(variant, tmp_path, tiny_corpus, {"num_workers": 2})
     assert hparams["dataloader_options"]["num_workers"] == 2
     assert hparams["test_dataloader_options"]["num_workers"] == 2
+
+
+def test_balanced_yaml_draws_every_keyword_equally_often(tmp_path, tiny_corpus):
+    hparams = _load("kws_balanced", tmp_path, tiny_corpus)
+    _prepare(hparams)
+    # Unbalance the keywords: half of the "yes" clips leave the training set.
+    train_csv = pathlib.Path(hparams["save_folder"]) / "train.csv"
+    rows = _rows(train_csv)
+    yes = [i for i, r in enumerate(rows) if r["command"] == "yes"]
+    rows = [r for i, r in enumerate(rows) if i not in yes[: len(yes) // 2]]
+    with open(train_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    datasets, _, _ = dataio_prep(hparams, tiny_corpus)
+    sampler = hparams["mining_sampler"](datasets["train"])
+    sizes = dict(zip(sampler.pool_names, sampler.table.pool_sizes, strict=True))
+    keywords = ["no", "up", "yes"]
+    assert sorted(sizes) == ["_silence_", "_unknown_"] + keywords
+    assert len({sizes[k] for k in keywords}) > 1  # the data is not balanced
+    shares = dict(zip(sampler.pool_names, sampler.pool_mix_probs, strict=True))
+    total = sum(sizes.values())
+    for k in keywords:  # equal, and together the keywords' share of the data
+        assert shares[k] == pytest.approx(sum(sizes[w] for w in keywords) / 3 / total)
+    for k in ("_unknown_", "_silence_"):
+        assert shares[k] == pytest.approx(sizes[k] / total)
+    assert sampler.table.alpha == 0.0  # no loss in the draws
 
 
 def test_isbl_yaml_builds_a_pooled_sampler_and_forwards_handles(tmp_path, tiny_corpus):
@@ -318,7 +363,7 @@ def test_recipe_end_to_end(variant, tmp_path, tiny_corpus):
     log = (out / "train_log.txt").read_text()
     assert "epoch: 2" in log and "valid accuracy" in log and "test frr@far0.01" in log
     uniform_ess = n_train / stats[-1]["batches"]  # mean batch size
-    if variant == "kws_isbl":
+    if variant in ("kws_isbl", "kws_balanced"):
         # Draws with replacement: an epoch is as many draws as examples,
         # rounded up to whole batches.
         assert all(n_train <= s["examples"] < n_train + 8 for s in stats)
