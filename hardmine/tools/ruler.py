@@ -724,6 +724,8 @@ def analyse(task, runs, curves, metrics, metric_fn, reference="baseline"):
         "summary": summary,
         "paired": paired,
         "steps_to_target": steps,
+        # Validation points of the reference's runs (one per epoch).
+        "validations": min(len(curves[reference][s]) for s in seeds),
     }
 
 
@@ -782,9 +784,35 @@ def table(task, result, metrics):
         lines.append(
             f"- {v}: {', '.join(fr)} (≤ {limit:.2f} in {early} of {len(fr)} seeds)"
         )
+    n_epochs = result.get("validations")
+    if n_epochs:
+        lines.append("")
+        lines.append(early_resolution(n_epochs, task.early_fraction))
     lines.append("")
     lines.append("`*`: the 95 % interval excludes 0.")
     return "\n".join(lines)
+
+
+def early_resolution(n_epochs, limit):
+    """What "within ``limit`` of the steps" can mean with one validation per epoch.
+
+    Example
+    -------
+    >>> early_resolution(5, 0.75)
+    'Validation runs once per epoch: with 5 epochs a fraction is a multiple of 1/5, so ≤ 0.75 means by epoch 3 (0.60 of the steps).'
+    >>> early_resolution(8, 0.75)[-37:]
+    'means by epoch 6 (0.75 of the steps).'
+    >>> early_resolution(1, 0.75).endswith("cannot be met (by epoch 0).")
+    True
+    """
+    last = math.floor(limit * n_epochs + 1e-9)
+    head = (
+        f"Validation runs once per epoch: with {n_epochs} epochs a fraction is a "
+        f"multiple of 1/{n_epochs}, so ≤ {limit:.2f}"
+    )
+    if last == 0:
+        return f"{head} cannot be met (by epoch 0)."
+    return f"{head} means by epoch {last} ({last / n_epochs:.2f} of the steps)."
 
 
 def to_json(value):

@@ -39,6 +39,9 @@ def test_quick_kws_ruler_writes_paired_statistics(tmp_path, monkeypatch):
     report = (tmp_path / "report.md").read_text()
     assert report.startswith("Command: `benchmarks/quality_bench.py kws --quick")
     assert "| isbl_guarded | accuracy |" in report
+    # One validation per epoch: a 1-epoch run cannot be "early".
+    assert saved["validations"] == 1
+    assert "with 1 epochs a fraction is a multiple of 1/1" in report
     assert saved["seeds"] == [1, 2]
     assert saved["variants"].keys() == {"baseline", "isbl_guarded"}
     # The noise guard is read from the guarded runs' checkpoints and joined

@@ -189,6 +189,17 @@ def test_balanced_yaml_draws_every_keyword_equally_often(tmp_path, tiny_corpus):
     for k in ("_unknown_", "_silence_"):
         assert shares[k] == pytest.approx(sizes[k] / total)
     assert sampler.table.alpha == 0.0  # no loss in the draws
+    # A mapping on the command line merges into the file's (hyperpyyaml);
+    # a string replaces it.
+    merged = _load("kws_balanced", tmp_path, tiny_corpus, {"isbl_pool_mix": {"no": 0}})
+    assert merged["isbl_pool_mix"] == {
+        "*": "equal",
+        "_unknown_": "natural",
+        "_silence_": "natural",
+        "no": 0,
+    }
+    plain = _load("kws_balanced", tmp_path, tiny_corpus, {"isbl_pool_mix": "uniform"})
+    assert plain["isbl_pool_mix"] == "uniform"
 
 
 def test_isbl_yaml_builds_a_pooled_sampler_and_forwards_handles(tmp_path, tiny_corpus):
